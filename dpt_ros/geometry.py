@@ -1,0 +1,125 @@
+"""Depth + pinhole intrinsics -> 3-D points, and the intrinsics bookkeeping around it.
+
+Conventions (depth_image_proc / image_geometry): pixel (u, v) is column u, row v with integer
+coordinates at pixel centres; X = (u - cx) * Z / fx, Y = (v - cy) * Z / fy, Z = depth, in the
+camera's optical frame (x right, y down, z forward).  Invalid depth gives a NaN point.
+
+The numpy and torch versions compute the per-column/per-row factors (u - cx) / fx and
+(v - cy) / fy in float64, round them to float32 and multiply by Z in float32, so both produce
+bit-identical results on the same input.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _check_intrinsics(fx: float, fy: float, cx: float, cy: float) -> None:
+    for name, value in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):
+        if not math.isfinite(value):
+            raise ValueError(f"camera intrinsic {name} is not finite ({value})")
+    if fx == 0 or fy == 0:
+        raise ValueError(
+            f"focal length is zero (fx={fx}, fy={fy}): the camera is uncalibrated "
+            "(CameraInfo.P all zeros?)")
+
+
+def _pixel_factors(height: int, width: int, fx: float, fy: float, cx: float, cy: float):
+    """float32 (u - cx) / fx for every column and (v - cy) / fy for every row."""
+    col = ((np.arange(width, dtype=np.float64) - cx) / fx).astype(np.float32)
+    row = ((np.arange(height, dtype=np.float64) - cy) / fy).astype(np.float32)
+    return col, row
+
+
+def depth_to_xyz(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+                 max_range: float = math.inf) -> np.ndarray:
+    """Back-project an (H, W) depth image (metres) to an (H, W, 3) float32 xyz array.
+
+    A pixel gives NaN for all three coordinates when its depth is NaN, <= 0, infinite or
+    greater than ``max_range`` (depth_image_proc marks such points bad the same way).
+    """
+    fx, fy, cx, cy = float(fx), float(fy), float(cx), float(cy)
+    _check_intrinsics(fx, fy, cx, cy)
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got shape {depth.shape}")
+    height, width = depth.shape
+    z = depth.astype(np.float32, copy=True)
+    np.copyto(z, np.nan, where=~((z > 0) & (z <= max_range) & np.isfinite(z)))
+    col, row = _pixel_factors(height, width, fx, fy, cx, cy)
+    xyz = np.empty((height, width, 3), dtype=np.float32)
+    np.multiply(z, col[None, :], out=xyz[:, :, 0])
+    np.multiply(z, row[:, None], out=xyz[:, :, 1])
+    xyz[:, :, 2] = z
+    return xyz
+
+
+def depth_to_xyz_torch(depth, fx: float, fy: float, cx: float, cy: float,
+                       max_range: float = math.inf):
+    """Torch twin of :func:`depth_to_xyz` for depth already on a device.
+
+    ``depth`` is an (H, W) or (B, H, W) tensor; the result has shape (..., H, W, 3), dtype float32
+    and lives on the same device.  Results equal the numpy version bit for bit.
+    """
+    import torch
+
+    fx, fy, cx, cy = float(fx), float(fy), float(cx), float(cy)
+    _check_intrinsics(fx, fy, cx, cy)
+    if depth.ndim not in (2, 3):
+        raise ValueError(f"depth must be (H, W) or (B, H, W), got shape {tuple(depth.shape)}")
+    height, width = depth.shape[-2:]
+    z = depth.to(torch.float32)
+    valid = (z > 0) & (z <= max_range) & torch.isfinite(z)
+    z = torch.where(valid, z, torch.full_like(z, float("nan")))
+    col, row = _pixel_factors(height, width, fx, fy, cx, cy)
+    col_t = torch.from_numpy(col).to(z.device)
+    row_t = torch.from_numpy(row).to(z.device)
+    return torch.stack((z * col_t, z * row_t[:, None], z), dim=-1)
+
+
+def intrinsics_from_projection(P, from_size=None,
+                               to_size=None) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) from CameraInfo.P, optionally rescaled to another image size.
+
+    ``P`` is the 12-element row-major 3x4 projection matrix (or a 3x4 array).  ``from_size`` and
+    ``to_size`` are (height, width) of the calibrated image and of the image the intrinsics are
+    wanted for; fx and cx scale by to_w / from_w, fy and cy by to_h / from_h - exactly what
+    image_proc's resize node does to K and P.
+    """
+    p = np.asarray(P, dtype=np.float64).reshape(-1)
+    if p.size != 12:
+        raise ValueError(f"P must have 12 elements (3x4 row-major), got {p.size}")
+    fx, cx, fy, cy = p[0], p[2], p[5], p[6]
+    if (from_size is None) != (to_size is None):
+        raise ValueError("give both from_size and to_size, or neither")
+    if from_size is not None:
+        (from_h, from_w), (to_h, to_w) = from_size, to_size
+        if min(from_h, from_w, to_h, to_w) <= 0:
+            raise ValueError(f"image sizes must be positive: from {from_size}, to {to_size}")
+        sx, sy = to_w / from_w, to_h / from_h
+        fx, cx, fy, cy = fx * sx, cx * sx, fy * sy, cy * sy
+    fx, fy, cx, cy = float(fx), float(fy), float(cx), float(cy)
+    _check_intrinsics(fx, fy, cx, cy)
+    return fx, fy, cx, cy
+
+
+def check_stride(stride) -> int:
+    """Validate a decimation stride (a positive integer) and return it as int."""
+    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    return int(stride)
+
+
+def decimate(image, stride: int = 1):
+    """Every ``stride``-th row and column (a view), starting at pixel (0, 0).
+
+    Works on numpy arrays and torch tensors with rows and columns as the first two axes, e.g.
+    (H, W), (H, W, 3).  The output has ceil(H / stride) rows and ceil(W / stride) columns, and
+    pixel (i, j) of it is pixel (i*stride, j*stride) of the input, so decimating xyz keeps every
+    kept point exactly where full-resolution back-projection put it.
+    """
+    stride = check_stride(stride)
+    if stride == 1:
+        return image
+    return image[::stride, ::stride]

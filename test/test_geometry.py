@@ -1,0 +1,128 @@
+"""geometry: back-projection against hand-computed points, intrinsics scaling, torch twin."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dpt_ros.geometry import (
+    check_stride, decimate, depth_to_xyz, depth_to_xyz_torch, intrinsics_from_projection)
+
+NAN = float("nan")
+
+
+def test_depth_to_xyz_hand_computed():
+    # fx=2, fy=4, cx=1, cy=0.5 on a 2x3 image.
+    depth = np.array([[2.0, 4.0, 1.0],
+                      [0.5, 8.0, 3.0]], dtype=np.float32)
+    xyz = depth_to_xyz(depth, fx=2.0, fy=4.0, cx=1.0, cy=0.5)
+    assert xyz.dtype == np.float32 and xyz.shape == (2, 3, 3)
+    # X = (u - cx) Z / fx, Y = (v - cy) Z / fy
+    expected = np.array([
+        [[(0 - 1) * 2.0 / 2, (0 - 0.5) * 2.0 / 4, 2.0],
+         [0.0, (0 - 0.5) * 4.0 / 4, 4.0],
+         [(2 - 1) * 1.0 / 2, (0 - 0.5) * 1.0 / 4, 1.0]],
+        [[(0 - 1) * 0.5 / 2, (1 - 0.5) * 0.5 / 4, 0.5],
+         [0.0, (1 - 0.5) * 8.0 / 4, 8.0],
+         [(2 - 1) * 3.0 / 2, (1 - 0.5) * 3.0 / 4, 3.0]],
+    ])
+    np.testing.assert_allclose(xyz, expected, rtol=1e-6, atol=0)
+
+
+def test_invalid_depths_give_nan_points():
+    depth = np.array([[1.0, NAN, 0.0, -1.0, math.inf, 5.0, 5.0001]], dtype=np.float32)
+    xyz = depth_to_xyz(depth, 1.0, 1.0, 0.0, 0.0, max_range=5.0)
+    valid = np.isfinite(xyz).all(axis=-1)
+    assert valid.tolist() == [[True, False, False, False, False, True, False]]
+    assert np.isnan(xyz[~valid]).all()  # all three coordinates NaN, not just z
+    np.testing.assert_allclose(xyz[0, 5], [25.0, 0.0, 5.0])
+
+
+def test_non_square_pixels_and_resized_intrinsics():
+    # Calibrated at 480x640 (fx=500, fy=510, cx=319.5, cy=239.5); depth estimated at 120x160.
+    P = [500.0, 0.0, 319.5, 0.0, 0.0, 510.0, 239.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    fx, fy, cx, cy = intrinsics_from_projection(P, from_size=(480, 640), to_size=(120, 160))
+    assert (fx, fy, cx, cy) == (125.0, 127.5, 79.875, 59.875)
+    depth = np.full((120, 160), 2.0, dtype=np.float32)
+    depth[10, 20] = 4.0
+    xyz = depth_to_xyz(depth, fx, fy, cx, cy)
+    np.testing.assert_allclose(xyz[10, 20], [(20 - 79.875) * 4.0 / 125.0,
+                                              (10 - 59.875) * 4.0 / 127.5, 4.0], rtol=1e-6)
+    np.testing.assert_allclose(xyz[119, 159], [(159 - 79.875) * 2.0 / 125.0,
+                                                (119 - 59.875) * 2.0 / 127.5, 2.0], rtol=1e-6)
+
+
+def test_intrinsics_from_projection_shapes_and_errors():
+    P = np.array([[600.0, 0, 320, -30.0], [0, 610.0, 240, 0], [0, 0, 1, 0]])
+    assert intrinsics_from_projection(P) == (600.0, 610.0, 320.0, 240.0)
+    # Anisotropic resize: x and y scale independently.
+    assert intrinsics_from_projection(P, (480, 640), (240, 1280)) == (1200.0, 305.0, 640.0, 120.0)
+    with pytest.raises(ValueError, match="focal length is zero"):
+        intrinsics_from_projection([0.0] * 12)
+    with pytest.raises(ValueError, match="12 elements"):
+        intrinsics_from_projection([1.0] * 9)
+    with pytest.raises(ValueError, match="both from_size and to_size"):
+        intrinsics_from_projection(P, from_size=(480, 640))
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        intrinsics_from_projection(P, (480, 640), (0, 640))
+    with pytest.raises(ValueError, match="not finite"):
+        intrinsics_from_projection([NAN] * 12)
+
+
+def test_depth_to_xyz_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="focal length is zero"):
+        depth_to_xyz(np.ones((2, 2)), 0.0, 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"depth must be \(H, W\)"):
+        depth_to_xyz(np.ones((2, 2, 1)), 1.0, 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="focal length is zero"):
+        depth_to_xyz_torch(torch.ones(2, 2), 1.0, 0.0, 0.0, 0.0)
+
+
+def random_depth(seed, shape=(48, 64)):
+    rng = np.random.default_rng(seed)
+    depth = rng.uniform(0.1, 20.0, shape).astype(np.float32)
+    flat = depth.reshape(-1)
+    idx = rng.choice(flat.size, 40, replace=False)
+    flat[idx[:10]] = np.nan
+    flat[idx[10:20]] = 0.0
+    flat[idx[20:30]] = np.inf
+    flat[idx[30:]] = 30.0  # over max_range
+    return depth
+
+
+def test_torch_matches_numpy_bit_for_bit():
+    depth = random_depth(1)
+    args = (512.3, 498.7, 31.2, 23.9)
+    ref = depth_to_xyz(depth, *args, max_range=25.0)
+    out = depth_to_xyz_torch(torch.from_numpy(depth), *args, max_range=25.0)
+    assert out.dtype == torch.float32 and out.shape == (48, 64, 3)
+    np.testing.assert_array_equal(out.numpy(), ref)  # NaN positions must match too
+    # Batched input and float64 input give the same points.
+    batch = torch.from_numpy(np.stack([depth, depth * 0.5]))
+    out_b = depth_to_xyz_torch(batch.double(), *args, max_range=25.0)
+    np.testing.assert_array_equal(out_b[0].numpy(), ref)
+    ref_half = depth_to_xyz(depth * 0.5, *args, max_range=25.0)
+    np.testing.assert_array_equal(out_b[1].numpy(), ref_half)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_on_gpu_matches_numpy():
+    depth = random_depth(2)
+    ref = depth_to_xyz(depth, 500.0, 500.0, 32.0, 24.0, max_range=25.0)
+    out = depth_to_xyz_torch(torch.from_numpy(depth).cuda(), 500.0, 500.0, 32.0, 24.0,
+                             max_range=25.0)
+    assert out.device.type == "cuda"
+    np.testing.assert_array_equal(out.cpu().numpy(), ref)
+
+
+def test_decimate_keeps_exact_pixels():
+    image = np.arange(7 * 5).reshape(7, 5)
+    out = decimate(image, 3)
+    assert out.shape == (3, 2)
+    np.testing.assert_array_equal(out, [[0, 3], [15, 18], [30, 33]])
+    assert decimate(image, 1) is image
+    t = torch.arange(12).reshape(4, 3)
+    assert decimate(t, 2).tolist() == [[0, 2], [6, 8]]
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            check_stride(bad)
