@@ -1,0 +1,369 @@
+"""The launch file and parameter files, checked without the launch packages.
+
+launch / launch_ros cannot be installed in this environment, so this module reads the launch file
+as source (ast), runs its argument logic against minimal stand-ins that accept only the keyword
+arguments the real classes take, and checks the YAML files both with PyYAML and with rcl's own
+parameter parser (through rclpy), the one a node started with --params-file uses.
+"""
+import ast
+import os
+import runpy
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCH_FILE = REPO / "launch" / "dpt.launch.py"
+CONFIG = REPO / "config"
+WILDCARD = "/**"
+
+# Every dpt_node parameter and its default, as config/dpt.yaml must declare them. The type of each
+# value is the parameter's ROS type (a double written as 0 would become an integer).
+DEFAULTS = {
+    "model.variant": "dpt_hybrid",
+    "model.weights": "auto",
+    "model.allow_random_weights": False,
+    "model.tasks": "depth",
+    "model.segmentation_variant": "",
+    "model.segmentation_weights": "auto",
+    "device": "auto",
+    "precision": "fp32",
+    "input_size": 0,
+    "max_rate_hz": 0.0,
+    "image_transport": "raw",
+    "qos.input.reliability": "best_effort",
+    "qos.input.depth": 5,
+    "qos.output.reliability": "reliable",
+    "qos.output.depth": 10,
+    "camera_info.stamp_tolerance": 0.01,
+    "depth.scale": 0.0,
+    "depth.shift": 0.0,
+    "depth.max_range": 0.0,
+    "cloud.enabled": True,
+    "cloud.stride": 1,
+    "cloud.max_range": 0.0,
+    "colored.enabled": True,
+    "colored.alpha": 0.5,
+    "diagnostics.period": 1.0,
+}
+CHOICES = {
+    "model.variant": {"dpt_large", "dpt_hybrid", "dpt_base", "dpt_hybrid_kitti", "dpt_hybrid_nyu", "dpt_tiny"},
+    "model.tasks": {"depth", "segmentation", "both"},
+    "precision": {"fp32", "fp16", "bf16"},
+    "image_transport": {"raw", "compressed"},
+    "qos.input.reliability": {"best_effort", "reliable"},
+    "qos.output.reliability": {"best_effort", "reliable"},
+}
+# The example files: what each must set (beyond that, only known parameter names may appear).
+EXAMPLES = {
+    "metric_outdoor.yaml": {"model.variant": "dpt_hybrid_kitti", "device": "cuda", "precision": "bf16",
+                            "cloud.stride": 2, "depth.max_range": 80.0},
+    "indoor.yaml": {"model.variant": "dpt_hybrid_nyu", "model.tasks": "both",
+                    "model.segmentation_variant": "dpt_hybrid", "depth.max_range": 10.0},
+    "multi_camera.yaml": {"cameras": ["front", "left", "right", "rear"]},
+}
+EXTRA_NAMES = {"multi_camera.yaml": {"cameras"}}
+
+
+def flatten(tree, prefix=""):
+    """Nested YAML mappings -> {dotted.name: value}, as rcl reads a parameter file."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_parameters(path):
+    document = yaml.safe_load(path.read_text())
+    assert list(document) == [WILDCARD], f"{path.name}: the only top-level key must be {WILDCARD!r}"
+    assert list(document[WILDCARD]) == ["ros__parameters"], path.name
+    return flatten(document[WILDCARD]["ros__parameters"])
+
+
+def assert_same_type(name, value, expected):
+    # bool is an int in Python; ROS keeps them apart, and so does this check.
+    assert type(value) is type(expected), f"{name}: {value!r} is {type(value).__name__}, want {type(expected).__name__}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter files
+# ----------------------------------------------------------------------------------------------
+
+def test_default_yaml_declares_exactly_the_node_parameters_with_their_defaults():
+    parameters = load_parameters(CONFIG / "dpt.yaml")
+    assert set(parameters) == set(DEFAULTS), (
+        f"missing {sorted(set(DEFAULTS) - set(parameters))}, unexpected {sorted(set(parameters) - set(DEFAULTS))}")
+    for name, expected in DEFAULTS.items():
+        assert_same_type(name, parameters[name], expected)
+        assert parameters[name] == expected, name
+    for name, allowed in CHOICES.items():
+        assert parameters[name] in allowed, name
+
+
+def yaml_comments(path):
+    """Dotted parameter name -> the comment block right above its line."""
+    comments, block, stack = {}, [], []
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            block.append(stripped.lstrip("# "))
+            continue
+        if not stripped:
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        key, _, value = stripped.partition(":")
+        del stack[depth:]
+        if value.strip():
+            comments[".".join(stack[2:] + [key])] = " ".join(block)  # below "/**" and ros__parameters
+        else:
+            stack.append(key)
+        block = []
+    return comments
+
+
+def test_default_yaml_documents_when_each_parameter_takes_effect_as_the_node_does():
+    """Every parameter has a comment ending its block with [restart], [reload] or [live], the
+    same as dpt_node's own parameter table says; and that table's defaults are this file's."""
+    from dpt_ros.node_parameters import PARAMETERS
+
+    comments = yaml_comments(CONFIG / "dpt.yaml")
+    assert set(comments) == set(DEFAULTS)
+    node_table = {spec.name: spec for spec in PARAMETERS}
+    assert set(node_table) == set(DEFAULTS)
+    for name, comment in comments.items():
+        tags = [tag for tag in ("[restart]", "[reload]", "[live]") if tag in comment]
+        assert len(tags) == 1, f"{name}: comment must carry exactly one of [restart] [reload] [live]: {comment!r}"
+        assert tags[0] == f"[{node_table[name].applies}]", f"{name}: the node says {node_table[name].applies}"
+        assert_same_type(name, node_table[name].default, DEFAULTS[name])
+        assert node_table[name].default == DEFAULTS[name], name
+
+
+@pytest.mark.parametrize("file_name", sorted(EXAMPLES))
+def test_example_files_set_what_they_promise_with_known_names(file_name):
+    parameters = load_parameters(CONFIG / file_name)
+    for name, expected in EXAMPLES[file_name].items():
+        assert parameters.get(name) == expected, name
+    known = set(DEFAULTS) | EXTRA_NAMES.get(file_name, set())
+    assert set(parameters) <= known, f"unknown parameters {sorted(set(parameters) - known)}"
+    for name, value in parameters.items():
+        if name in DEFAULTS:
+            assert_same_type(name, value, DEFAULTS[name])
+        if name in CHOICES:
+            assert value in CHOICES[name], name
+
+
+def test_multi_camera_example_says_it_is_not_implemented_yet():
+    assert "NOT IMPLEMENTED YET" in (CONFIG / "multi_camera.yaml").read_text()
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("file_name", ["dpt.yaml"] + sorted(EXAMPLES))
+def test_rcl_parses_each_file_for_a_renamed_node_in_a_namespace(file_name):
+    """rcl's parser (what --params-file uses) accepts the file, the wildcard reaches a node of
+    another name in a namespace, and every value arrives with the expected ROS type."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    path = CONFIG / file_name
+    expected = {**DEFAULTS, **EXAMPLES.get(file_name, {})} if file_name != "dpt.yaml" else DEFAULTS
+    in_file = load_parameters(path)
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context)
+    try:
+        node = rclpy.create_node("renamed_dpt", namespace="front", context=context,
+                                 automatically_declare_parameters_from_overrides=True)
+        try:
+            for name, value in in_file.items():
+                parameter = node.get_parameter(name)
+                if isinstance(value, list):
+                    assert parameter.type_ == Parameter.Type.STRING_ARRAY and list(parameter.value) == value
+                    continue
+                assert parameter.type_ == Parameter.Type.from_parameter_value(expected[name]), name
+                assert parameter.value == value, name
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launch file, read as source
+# ----------------------------------------------------------------------------------------------
+
+def launch_tree():
+    return ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
+
+
+def module_constants(tree):
+    constants = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return constants
+
+
+def launched_nodes(tree):
+    """(package, executable) of every call with literal (or module-constant) package= and executable=."""
+    constants = module_constants(tree)
+
+    def literal(expression):
+        if isinstance(expression, ast.Constant):
+            return expression.value
+        if isinstance(expression, ast.Name):
+            return constants.get(expression.id)
+        return None
+
+    nodes = set()
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call):
+            keywords = {k.arg: literal(k.value) for k in call.keywords if k.arg in ("package", "executable")}
+            if keywords.get("executable"):
+                nodes.add((keywords.get("package"), keywords["executable"]))
+    return nodes
+
+
+def test_launch_file_is_python_with_the_launch_entry_point():
+    tree = launch_tree()
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+    assert launched_nodes(tree) == {("dpt_ros", "dpt_node"), ("dpt_ros", "demo_camera")}
+
+
+@pytest.mark.ros
+def test_launch_file_default_params_and_executables_exist_in_the_install_space():
+    from ament_index_python.packages import get_package_prefix, get_package_share_directory
+
+    tree = launch_tree()
+    share = Path(get_package_share_directory("dpt_ros"))
+    default_params = share.joinpath(*module_constants(tree)["DEFAULT_PARAMS_FILE"])
+    assert default_params.is_file(), default_params
+    for package, executable in launched_nodes(tree):
+        path = Path(get_package_prefix(package)) / "lib" / package / executable
+        assert path.is_file() and os.access(path, os.X_OK), path
+    # The install space holds the current sources (scripts/setup.sh was run after the last edit).
+    assert (share / "launch" / LAUNCH_FILE.name).read_text() == LAUNCH_FILE.read_text()
+    for source in CONFIG.glob("*.yaml"):
+        assert (share / "config" / source.name).read_text() == source.read_text(), source.name
+
+
+# ----------------------------------------------------------------------------------------------
+# Launch file logic against stand-ins of the launch API
+# ----------------------------------------------------------------------------------------------
+
+class _Recorder:
+    """Base of the stand-ins: keeps the keyword arguments, rejects any the real class lacks."""
+
+    ACCEPTED: tuple = ()
+
+    def __init__(self, *args, **kwargs):
+        unknown = set(kwargs) - set(self.ACCEPTED)
+        assert not unknown, f"{type(self).__name__} takes no {sorted(unknown)}"
+        self.args, self.kwargs = args, kwargs
+
+
+class _Node(_Recorder):
+    # launch_ros.actions.Node's own keywords plus the ExecuteProcess ones the launch file may use.
+    ACCEPTED = ("executable", "package", "name", "namespace", "exec_name", "parameters", "remappings",
+                "ros_arguments", "arguments", "output", "emulate_tty", "respawn", "respawn_delay",
+                "additional_env", "condition", "sigterm_timeout", "sigkill_timeout")
+
+
+class _DeclareLaunchArgument(_Recorder):
+    ACCEPTED = ("default_value", "description", "choices", "condition")
+
+
+class _OpaqueFunction(_Recorder):
+    ACCEPTED = ("function", "args", "kwargs", "condition")
+
+
+class _LaunchConfiguration:
+    def __init__(self, variable_name, *, default=None):
+        self.name = variable_name
+
+    def perform(self, context):
+        return context.launch_configurations[self.name]
+
+
+@pytest.fixture
+def launch_module(monkeypatch, tmp_path):
+    """The launch file executed with stand-ins for launch / launch_ros and a fake share directory."""
+    def module(name, **attributes):
+        stand_in = types.ModuleType(name)
+        stand_in.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, stand_in)
+        return stand_in
+
+    module("launch", LaunchDescription=lambda entities: list(entities))
+    module("launch.actions", DeclareLaunchArgument=_DeclareLaunchArgument, OpaqueFunction=_OpaqueFunction)
+    module("launch.substitutions", LaunchConfiguration=_LaunchConfiguration)
+    module("launch_ros")
+    module("launch_ros.actions", Node=_Node)
+    module("ament_index_python")
+    module("ament_index_python.packages", get_package_share_directory=lambda package: str(tmp_path / package))
+    return runpy.run_path(str(LAUNCH_FILE))
+
+
+def run_launch(launch_module, **given):
+    """Declared arguments' defaults updated with ``given`` -> the Node stand-ins the file creates."""
+    entities = launch_module["generate_launch_description"]()
+    declared = {e.args[0]: e.kwargs["default_value"] for e in entities if isinstance(e, _DeclareLaunchArgument)}
+    assert not set(given) - set(declared), "test passes an argument the launch file does not declare"
+    context = types.SimpleNamespace(launch_configurations={**declared, **given})
+    opaque = [e for e in entities if isinstance(e, _OpaqueFunction)]
+    assert len(opaque) == 1
+    return declared, {node.kwargs["executable"]: node.kwargs for node in opaque[0].kwargs["function"](context)}
+
+
+def test_launch_declares_the_documented_arguments_and_defaults(launch_module, tmp_path):
+    declared, _ = run_launch(launch_module)
+    assert declared == {
+        "params_file": str(tmp_path / "dpt_ros" / "config" / "dpt.yaml"),
+        "namespace": "", "image": "image", "camera_info": "camera_info", "variant": "",
+        "device": "", "use_sim_time": "false", "demo": "false",
+    }
+
+
+def test_launch_defaults_start_only_dpt_node_with_the_params_file(launch_module, tmp_path):
+    _, nodes = run_launch(launch_module)
+    assert set(nodes) == {"dpt_node"}
+    node = nodes["dpt_node"]
+    assert (node["package"], node["name"], node["output"], node["emulate_tty"]) == ("dpt_ros", "dpt_node", "screen", True)
+    assert node["namespace"] is None  # no namespace of its own: an enclosing PushRosNamespace applies
+    # No override dictionary at all when variant and device are empty.
+    assert node["parameters"] == [str(tmp_path / "dpt_ros" / "config" / "dpt.yaml"), {"use_sim_time": False}]
+    assert dict(node["remappings"]) == {"image": "image", "camera_info": "camera_info",
+                                        "image/compressed": "image/compressed"}
+
+
+def test_launch_passes_only_the_overrides_that_were_given(launch_module):
+    _, nodes = run_launch(launch_module, variant="dpt_tiny", params_file="/tmp/p.yaml")
+    assert nodes["dpt_node"]["parameters"] == ["/tmp/p.yaml", {"model.variant": "dpt_tiny"}, {"use_sim_time": False}]
+    _, nodes = run_launch(launch_module, device="cuda:1", variant="dpt_large", use_sim_time="True")
+    assert nodes["dpt_node"]["parameters"][1:] == [{"model.variant": "dpt_large", "device": "cuda:1"},
+                                                   {"use_sim_time": True}]
+
+
+def test_launch_demo_publishes_on_the_topics_dpt_node_reads_in_its_namespace(launch_module):
+    _, nodes = run_launch(launch_module, demo="true", namespace="front", image="/cam/image_raw",
+                          camera_info="/cam/info")
+    assert set(nodes) == {"dpt_node", "demo_camera"}
+    expected = {"image": "/cam/image_raw", "camera_info": "/cam/info", "image/compressed": "/cam/image_raw/compressed"}
+    for node in nodes.values():
+        assert node["namespace"] == "front"
+        assert dict(node["remappings"]) == expected
+    assert nodes["demo_camera"]["parameters"] == [{"use_sim_time": False}]
+
+
+def test_launch_rejects_a_flag_that_is_neither_true_nor_false(launch_module):
+    with pytest.raises(ValueError, match="demo"):
+        run_launch(launch_module, demo="maybe")
