@@ -46,9 +46,9 @@ def bag_storage(path: str | os.PathLike) -> str:
     if path.is_dir():
         metadata = path / "metadata.yaml"
         if metadata.exists():
-            from ruamel.yaml import YAML  # rosbags' own YAML dependency
+            import yaml
 
-            info = YAML(typ="safe").load(metadata.read_text()) or {}
+            info = yaml.safe_load(metadata.read_text()) or {}
             storage = info.get("rosbag2_bagfile_information", {}).get("storage_identifier")
             if storage in STORAGE_PLUGINS:
                 return storage

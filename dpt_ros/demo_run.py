@@ -1,0 +1,216 @@
+"""`make demo`: demo_camera -> dpt_node -> files, with a one-line summary per second.
+
+Starts demo_camera and dpt_node from the colcon install space as separate processes (as
+`ros2 launch dpt_ros dpt.launch.py demo:=true` would), records what dpt_node publishes under
+--output (depth and label PNGs, the cloud as PLY, stats as JSON lines), and stops after
+--duration seconds or on Ctrl-C.
+
+Official weights are used when they are cached or can be downloaded; otherwise (offline machine)
+the demo says so loudly and runs the same pipeline with random weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import Image, PointCloud2
+
+from dpt_ros.cloud import write_ply
+from dpt_ros.colorize import colorize_depth
+from dpt_ros.msg import InferenceStats, LabelInfo
+
+NAMESPACE = "/demo"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="dpt_hybrid_nyu", help="depth variant (default: %(default)s)")
+    parser.add_argument("--segmentation-variant", default="dpt_hybrid", help="segmentation variant")
+    parser.add_argument("--tasks", default="both", choices=("depth", "segmentation", "both"))
+    parser.add_argument("--weights", default="auto", help="'auto' (official, if reachable) or a path/URL")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--rate", type=float, default=2.0, help="camera rate in Hz")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run; 0 = until Ctrl-C")
+    parser.add_argument("--output", type=Path, default=Path("output/demo"))
+    return parser.parse_args(argv)
+
+
+def official_weights_reachable(variants: list[str], tasks: tuple[str, ...]) -> bool:
+    """True when every official checkpoint needed is cached or downloads now."""
+    from dpt_ros.model import VARIANTS
+    from dpt_ros.model.errors import WeightsError
+    from dpt_ros.model.weights_source import download_checkpoint
+
+    for variant, task in zip(variants, tasks):
+        url = VARIANTS[variant].tasks[task].checkpoint_url
+        if url is None:
+            print(f"[demo] {variant} has no official {task} checkpoint", flush=True)
+            return False
+        try:
+            download_checkpoint(url)
+        except WeightsError as error:
+            print(f"[demo] {error}", flush=True)
+            return False
+    return True
+
+
+class Recorder:
+    """Subscribes to dpt_node's outputs and writes the newest of each to disk."""
+
+    def __init__(self, node, output: Path):
+        self.output = output
+        self.counts: dict[str, int] = {}
+        self.last_stats: InferenceStats | None = None
+        self.stats_file = open(output / "stats.jsonl", "w")
+        qos = QoSProfile(depth=5)
+        node.create_subscription(Image, f"{NAMESPACE}/depth/image", lambda m: self.on_depth(m, "depth"), qos)
+        node.create_subscription(Image, f"{NAMESPACE}/depth/relative", lambda m: self.on_depth(m, "relative"), qos)
+        node.create_subscription(Image, f"{NAMESPACE}/segmentation/colored", self.on_labels_colored, qos)
+        node.create_subscription(Image, f"{NAMESPACE}/segmentation/labels", self.on_labels, qos)
+        node.create_subscription(PointCloud2, f"{NAMESPACE}/points", self.on_points, qos)
+        node.create_subscription(InferenceStats, f"{NAMESPACE}/dpt_node/stats", self.on_stats, qos)
+        node.create_subscription(LabelInfo, f"{NAMESPACE}/segmentation/label_info", self.on_label_info,
+                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def on_depth(self, msg: Image, kind: str) -> None:
+        self.count(kind)
+        values = np.frombuffer(bytes(msg.data), dtype="<f4").reshape(msg.height, msg.width)
+        np.save(self.output / f"{kind}.npy", values)
+        colored = colorize_depth(values, inverse=(kind == "depth"))
+        cv2.imwrite(str(self.output / f"{kind}.png"), cv2.cvtColor(colored, cv2.COLOR_RGB2BGR))
+
+    def on_labels(self, msg: Image) -> None:
+        self.count("labels")
+        labels = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)[:, : msg.width]
+        cv2.imwrite(str(self.output / "labels.png"), labels)
+
+    def on_labels_colored(self, msg: Image) -> None:
+        rgb = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, 3)
+        cv2.imwrite(str(self.output / "segmentation.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def on_points(self, msg: PointCloud2) -> None:
+        self.count("points")
+        offsets = {field.name: field.offset for field in msg.fields}
+        dtype = np.dtype({"names": ["x", "y", "z", "rgb"],
+                          "formats": ["<f4", "<f4", "<f4", "<u4"],
+                          "offsets": [offsets["x"], offsets["y"], offsets["z"], offsets["rgb"]],
+                          "itemsize": msg.point_step})
+        points = np.frombuffer(bytes(msg.data), dtype=dtype)
+        xyz = np.stack([points["x"], points["y"], points["z"]], axis=-1)
+        packed = points["rgb"]
+        rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=-1).astype(np.uint8)
+        write_ply(self.output / "cloud.ply", xyz, rgb=rgb)
+
+    def on_stats(self, msg: InferenceStats) -> None:
+        self.count("stats")
+        self.last_stats = msg
+        record = {field: getattr(msg, field) for field in msg.get_fields_and_field_types() if field != "header"}
+        record["stamp"] = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.stats_file.write(json.dumps(record) + "\n")
+        self.stats_file.flush()
+
+    def on_label_info(self, msg: LabelInfo) -> None:
+        (self.output / "label_info.json").write_text(json.dumps(
+            {"model_variant": msg.model_variant, "ignore_id": msg.ignore_id,
+             "classes": [{"id": i, "name": n, "color": f"#{c:06x}"}
+                         for i, (n, c) in enumerate(zip(msg.class_names, msg.colors))]}, indent=1))
+
+    def summary(self, elapsed: float) -> str:
+        s = self.last_stats
+        if s is None:
+            return f"[demo] {elapsed:5.1f} s: waiting for the first processed frame (model warm-up)"
+        return (f"[demo] {elapsed:5.1f} s: {s.frames_processed} processed, {s.frames_dropped} dropped, "
+                f"{s.frames_rejected} rejected | last frame {s.input_width}x{s.input_height} -> "
+                f"{s.network_width}x{s.network_height} on {s.device} {s.precision}: inference "
+                f"{s.inference_ms:.0f} ms, total {s.total_ms:.0f} ms | written: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+    tasks = ("depth", "segmentation") if args.tasks == "both" else (args.tasks,)
+    variants = [args.variant if task == "depth" else args.segmentation_variant for task in tasks]
+
+    random_weights = False
+    if args.weights == "auto" and not official_weights_reachable(variants, tasks):
+        random_weights = True
+        print("[demo] WARNING: official weights are not available offline: running the whole pipeline with "
+              "RANDOM weights (depth and labels are meaningless; put the checkpoints in the cache to fix)",
+              flush=True)
+    weights = "''" if random_weights else args.weights
+    lib = Path(os.environ.get("COLCON_PREFIX_PATH", "install").split(os.pathsep)[0]) / "dpt_ros" / "lib" / "dpt_ros"
+    logs = args.output / "logs"
+    logs.mkdir(exist_ok=True)
+    camera = subprocess.Popen(
+        [str(lib / "demo_camera"), "--ros-args", "-r", f"__ns:={NAMESPACE}", "-p", f"rate_hz:={args.rate}",
+         "-p", f"width:={args.width}", "-p", f"height:={args.height}"],
+        stdout=open(logs / "demo_camera.log", "wb"), stderr=subprocess.STDOUT)
+    node_args = ["-r", f"__ns:={NAMESPACE}", "-p", f"model.variant:={args.variant}",
+                 "-p", f"model.weights:={weights}", "-p", f"model.segmentation_weights:={weights}",
+                 "-p", f"model.segmentation_variant:={args.segmentation_variant}",
+                 "-p", f"model.allow_random_weights:={'true' if random_weights else 'false'}",
+                 "-p", f"model.tasks:={args.tasks}", "-p", f"device:={args.device}",
+                 "-p", f"precision:={args.precision}"]
+    if not any(v.endswith(("_kitti", "_nyu")) for v in variants):
+        print("[demo] relative depth model: depth/image and points need depth.scale (not set in the demo)")
+    node_process = subprocess.Popen([str(lib / "dpt_node"), "--ros-args", *node_args],
+                                    stdout=open(logs / "dpt_node.log", "wb"), stderr=subprocess.STDOUT)
+    print(f"[demo] demo_camera {args.width}x{args.height} @ {args.rate} Hz -> dpt_node ({args.variant}, "
+          f"{args.tasks}) -> {args.output}/ ; logs in {logs}/", flush=True)
+
+    rclpy.init()
+    node = rclpy.create_node("demo_recorder")
+    recorder = Recorder(node, args.output)
+    started = last_line = time.monotonic()
+    status = 0
+    try:
+        while args.duration <= 0 or time.monotonic() - started < args.duration:
+            rclpy.spin_once(node, timeout_sec=0.1)
+            if node_process.poll() is not None:
+                print(f"[demo] dpt_node exited with {node_process.returncode}; see {logs}/dpt_node.log:")
+                print((logs / "dpt_node.log").read_text()[-2000:])
+                status = 1
+                break
+            if time.monotonic() - last_line >= 1.0:
+                last_line = time.monotonic()
+                print(recorder.summary(last_line - started), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in (camera, node_process):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in (camera, node_process):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    if status == 0 and not recorder.counts.get("stats"):
+        print("[demo] no frame was processed in time; try a longer --duration or see the logs", flush=True)
+        status = 1
+    print(f"[demo] done: outputs in {args.output}/ ({', '.join(sorted(p.name for p in args.output.iterdir()))})")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

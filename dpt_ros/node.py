@@ -1,0 +1,470 @@
+"""dpt_node: camera images in; depth, labels and PointCloud2 out (the ROS adapter).
+
+Threading: subscription callbacks only store the newest frame (newest wins; a replaced frame is
+counted as dropped) and wake the worker thread, which runs the model and publishes. The callbacks
+never wait for inference, and at most one frame per camera is ever pending.
+"""
+from __future__ import annotations
+
+import array
+import collections
+import ctypes
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+
+from dpt_ros import node_parameters as params
+from dpt_ros.cloud import to_pointcloud2
+from dpt_ros.geometry import intrinsics_from_projection
+from dpt_ros.image_codec import ImageDecodeError, array_to_image_fields, compressed_to_rgb, image_to_rgb
+from dpt_ros.labels import ADE20K_CLASSES, ADE20K_PALETTE, IGNORE_LABEL
+from dpt_ros.msg import InferenceStats, LabelInfo
+from dpt_ros.pipeline import Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, process_frame
+
+THROTTLE_S = 5.0
+CAMERA_INFO_HISTORY = 30
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be built or its weights could not be loaded."""
+
+
+class FrameRejected(ValueError):
+    """The input frame (or its camera_info) is invalid; the frame is skipped and counted."""
+
+
+@dataclass
+class PendingFrame:
+    msg: object
+    received: float  # time.monotonic() at reception
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    variant: str
+    weights: str
+    allow_random_weights: bool
+    tasks: tuple[str, ...]
+    segmentation_variant: str
+    segmentation_weights: str
+    device: str
+    precision: str
+    input_size: int
+
+
+def build_engine(config: ModelConfig, logger):
+    """The inference engine for ``config``; raises ModelLoadError with an actionable message."""
+    from dpt_ros.inference import InferenceEngine
+
+    def weights_of(value: str, what: str):
+        if value:
+            return value
+        if not config.allow_random_weights:
+            raise ModelLoadError(f"{what} is empty: set it to a checkpoint path, URL or 'auto', or set "
+                                 "model.allow_random_weights:=true to run with random weights")
+        logger.warning(f"{what} is empty: running with RANDOM weights, outputs are meaningless")
+        return None
+
+    try:
+        depth_weights = weights_of(config.weights, "model.weights")
+        segmentation_weights = (weights_of(config.segmentation_weights, "model.segmentation_weights")
+                                if "segmentation" in config.tasks and "depth" in config.tasks else depth_weights)
+        return InferenceEngine.from_variant(
+            config.variant, tasks=config.tasks, weights=depth_weights,
+            segmentation_variant=config.segmentation_variant or None,
+            segmentation_weights=segmentation_weights, device=config.device, precision=config.precision,
+            input_size=config.input_size or None)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # any failure to build/load is reported the same way
+        raise ModelLoadError(f"cannot load model {config.variant!r} ({', '.join(config.tasks)}): "
+                             f"{type(error).__name__}: {error}") from error
+
+
+def _descriptor(spec: params.ParameterSpec) -> ParameterDescriptor:
+    restart = {"restart": " [restart needed]", "reload": " [reloads the model]", "live": ""}[spec.applies]
+    descriptor = ParameterDescriptor(description=spec.description + restart,
+                                     read_only=spec.applies == "restart",
+                                     # doubles given as `:=10` arrive as integers; validate() checks
+                                     # the type and _param() converts.
+                                     dynamic_typing=isinstance(spec.default, float))
+    if spec.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.minimum is not None and not isinstance(spec.default, bool):
+        if isinstance(spec.default, int):
+            descriptor.integer_range = [IntegerRange(from_value=int(spec.minimum), to_value=int(spec.maximum),
+                                                     step=0)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.minimum),
+                                                                  to_value=float(spec.maximum), step=0.0)]
+    return descriptor
+
+
+def _qos(reliability: str, depth: int, durability=DurabilityPolicy.VOLATILE) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth, durability=durability,
+        reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort" else ReliabilityPolicy.RELIABLE)
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class DptNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("dpt_node", **kwargs)
+        for spec in params.PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        for spec in params.PARAMETERS:
+            problem = params.validate(spec.name, self._param(spec.name))
+            if problem:
+                raise ModelLoadError(f"invalid parameter: {problem}")
+
+        self._model_config = self._read_model_config()
+        started = time.monotonic()
+        self._engine = build_engine(self._model_config, self.get_logger())
+        self.get_logger().info(
+            f"loaded {self._model_config.variant} ({', '.join(self._model_config.tasks)}) on "
+            f"{self._engine.device} {self._engine.precision} in {time.monotonic() - started:.1f} s; "
+            f"depth output: {self._engine.depth_output_kind}")
+
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: PendingFrame | None = None
+        self._camera_infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
+        self._reload_requested = False
+        self._running = True
+        self._counters = collections.Counter()
+        self._recent_latency_ms: collections.deque = collections.deque(maxlen=100)
+        self._recent_done: collections.deque = collections.deque(maxlen=100)
+        self._last_start = 0.0
+        self._last_error = ""
+
+        out_qos = _qos(self._param("qos.output.reliability"), self._param("qos.output.depth"))
+        self._pub_depth = self.create_publisher(Image, "depth/image", out_qos)
+        self._pub_depth_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
+        self._pub_relative = self.create_publisher(Image, "depth/relative", out_qos)
+        self._pub_depth_colored = self.create_publisher(Image, "depth/colored", out_qos)
+        self._pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
+        self._pub_labels_colored = self.create_publisher(Image, "segmentation/colored", out_qos)
+        self._pub_label_info = self.create_publisher(
+            LabelInfo, "segmentation/label_info",
+            _qos("reliable", 1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self._pub_points = self.create_publisher(PointCloud2, "points", out_qos)
+        self._pub_stats = self.create_publisher(InferenceStats, "~/stats", out_qos)
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._publish_label_info()
+
+        in_qos = _qos(self._param("qos.input.reliability"), self._param("qos.input.depth"))
+        if self._param("image_transport") == "compressed":
+            # image_transport convention: <base topic>/compressed, following remaps of the base.
+            topic = self.resolve_topic_name("image") + "/compressed"
+            self.create_subscription(CompressedImage, topic, self._on_image, in_qos)
+        else:
+            topic = self.resolve_topic_name("image")
+            self.create_subscription(Image, "image", self._on_image, in_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(self._param("diagnostics.period"), self._publish_diagnostics)
+
+        self._worker = threading.Thread(target=self._work, name="dpt_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"listening on {topic} and {self.resolve_topic_name('camera_info')}")
+
+    # ------------------------------------------------------------------ parameters
+    def _param(self, name: str):
+        value = self.get_parameter(name).value
+        return float(value) if isinstance(params.PARAMETERS_BY_NAME[name].default, float) else value
+
+    def _read_model_config(self) -> ModelConfig:
+        return ModelConfig(
+            variant=self._param("model.variant"), weights=self._param("model.weights"),
+            allow_random_weights=self._param("model.allow_random_weights"),
+            tasks=params.tasks_of(self._param("model.tasks")),
+            segmentation_variant=self._param("model.segmentation_variant"),
+            segmentation_weights=self._param("model.segmentation_weights"),
+            device=self._param("device"), precision=self._param("precision"),
+            input_size=self._param("input_size"))
+
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        for change in changes:
+            problem = params.validate(change.name, change.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        if any(change.name in params.RELOAD_PARAMETERS for change in changes):
+            with self._wake:
+                self._reload_requested = True
+                self._wake.notify()
+        return SetParametersResult(successful=True)
+
+    def _settings(self) -> PipelineSettings:
+        return PipelineSettings(
+            depth_scale=self._param("depth.scale"), depth_shift=self._param("depth.shift"),
+            depth_max_range=self._param("depth.max_range"), cloud_stride=self._param("cloud.stride"),
+            cloud_max_range=self._param("cloud.max_range"), colored_alpha=self._param("colored.alpha"))
+
+    # ------------------------------------------------------------------ callbacks (never block)
+    def _on_image(self, msg) -> None:
+        with self._wake:
+            self._counters["received"] += 1
+            if self._pending is not None:
+                self._counters["dropped"] += 1
+            self._pending = PendingFrame(msg, time.monotonic())
+            self._wake.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self._camera_infos.append(msg)
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while self._running:
+            with self._wake:
+                while self._running and self._pending is None and not self._reload_requested:
+                    self._wake.wait(timeout=0.5)
+                if not self._running:
+                    return
+                reload = self._reload_requested
+                self._reload_requested = False
+            if reload:
+                self._reload_model()
+                continue
+            self._wait_for_rate_limit()
+            with self._wake:
+                frame, self._pending = self._pending, None
+            if frame is None:
+                continue
+            try:
+                self._process(frame)
+            except FrameRejected as error:
+                self._counters["rejected"] += 1
+                self._last_error = str(error)
+                self.get_logger().error(f"frame rejected: {error}", throttle_duration_sec=THROTTLE_S)
+            except Exception as error:  # keep the node alive; report and go on with the next frame
+                self._counters["failed"] += 1
+                self._last_error = f"{type(error).__name__}: {error}"
+                self.get_logger().error(f"frame failed: {self._last_error}", throttle_duration_sec=THROTTLE_S)
+
+    def _wait_for_rate_limit(self) -> None:
+        rate = self._param("max_rate_hz")
+        if rate > 0.0:
+            # Sleep outside the lock: newer frames keep replacing the pending one meanwhile.
+            delay = self._last_start + 1.0 / rate - time.monotonic()
+            if delay > 0.0:
+                time.sleep(delay)
+        self._last_start = time.monotonic()
+
+    def _reload_model(self) -> None:
+        config = self._read_model_config()
+        if config == self._model_config:
+            return
+        self.get_logger().info(f"reloading model: {config}")
+        try:
+            engine = build_engine(config, self.get_logger())
+        except ModelLoadError as error:
+            self._last_error = str(error)
+            self.get_logger().error(f"model reload failed, keeping {self._model_config.variant}: {error}")
+            return
+        self._engine, self._model_config = engine, config
+        self._publish_label_info()
+        self.get_logger().info(f"now running {config.variant} ({', '.join(config.tasks)}) on {engine.device}")
+
+    def _camera_info_for(self, header) -> CameraInfo | None:
+        with self._lock:
+            infos = list(self._camera_infos)
+        if not infos:
+            return None
+        stamp = _stamp_ns(header.stamp)
+        best = min(infos, key=lambda info: abs(_stamp_ns(info.header.stamp) - stamp))
+        tolerance_ns = self._param("camera_info.stamp_tolerance") * 1e9
+        if abs(_stamp_ns(best.header.stamp) - stamp) <= tolerance_ns:
+            return best
+        self.get_logger().warning("no camera_info within camera_info.stamp_tolerance of the image stamp; "
+                                  "using the latest one", throttle_duration_sec=THROTTLE_S)
+        return infos[-1]
+
+    def _decode(self, msg) -> np.ndarray:
+        try:
+            if isinstance(msg, CompressedImage):
+                return compressed_to_rgb(msg)
+            return image_to_rgb(msg)
+        except ImageDecodeError as error:
+            raise FrameRejected(str(error)) from error
+
+    @staticmethod
+    def _checked_intrinsics(info: CameraInfo, height: int, width: int) -> Intrinsics:
+        if (info.height, info.width) != (height, width):
+            raise FrameRejected(f"camera_info is {info.width}x{info.height} but the image is {width}x{height}")
+        try:
+            fx, fy, cx, cy = intrinsics_from_projection(info.p)
+        except ValueError as error:
+            raise FrameRejected(f"camera_info: {error}") from error
+        return Intrinsics(fx, fy, cx, cy)
+
+    def _output_request(self, metric: bool) -> OutputRequest:
+        def wanted(publisher) -> bool:
+            return publisher.get_subscription_count() > 0
+
+        colored = self._param("colored.enabled")
+        cloud = self._param("cloud.enabled") and metric and wanted(self._pub_points)
+        return OutputRequest(
+            depth_metric=metric and (wanted(self._pub_depth) or wanted(self._pub_depth_info)),
+            depth_relative=wanted(self._pub_relative),
+            depth_colored=colored and wanted(self._pub_depth_colored),
+            labels=wanted(self._pub_labels) or cloud,
+            labels_colored=colored and wanted(self._pub_labels_colored),
+            cloud=cloud)
+
+    def _process(self, frame: PendingFrame) -> None:
+        msg, header = frame.msg, frame.msg.header
+        started = time.perf_counter()
+        rgb = self._decode(msg)
+        decode_ms = (time.perf_counter() - started) * 1e3
+        height, width = rgb.shape[:2]
+
+        info = self._camera_info_for(header)
+        intrinsics = self._checked_intrinsics(info, height, width) if info is not None else None
+
+        engine, settings = self._engine, self._settings()
+        metric = "depth" in engine.tasks and metric_depth_available(engine.depth_output_kind, settings)
+        request = self._output_request(metric)
+        if request.cloud and intrinsics is None:
+            self.get_logger().warning("no camera_info received yet: points not published",
+                                      throttle_duration_sec=THROTTLE_S)
+        outputs = process_frame(engine, rgb, settings, request, intrinsics)
+
+        started = time.perf_counter()
+        if outputs.depth_metric is not None:
+            self._pub_depth.publish(self._image(outputs.depth_metric, "32FC1", header))
+            if info is not None:
+                self._pub_depth_info.publish(info)  # depth is at the image's resolution
+        if outputs.depth_relative is not None:
+            self._pub_relative.publish(self._image(outputs.depth_relative, "32FC1", header))
+        if outputs.depth_colored is not None:
+            self._pub_depth_colored.publish(self._image(outputs.depth_colored, "rgb8", header))
+        if outputs.labels is not None and self._pub_labels.get_subscription_count() > 0:
+            self._pub_labels.publish(self._image(outputs.labels, "mono8", header))
+        if outputs.labels_colored is not None:
+            self._pub_labels_colored.publish(self._image(outputs.labels_colored, "rgb8", header))
+        if outputs.cloud is not None:
+            self._pub_points.publish(to_pointcloud2(outputs.cloud, header, PointCloud2, PointField))
+        publish_ms = (time.perf_counter() - started) * 1e3
+
+        self._counters["processed"] += 1
+        now = time.monotonic()
+        total_ms = (now - frame.received) * 1e3
+        self._recent_latency_ms.append(total_ms)
+        self._recent_done.append(now)
+        net_h, net_w = outputs.network_size
+        timings = outputs.timings_ms
+        self._pub_stats.publish(InferenceStats(
+            header=header, model_variant=self._model_config.variant, device=str(engine.device),
+            precision=engine.precision, input_width=width, input_height=height,
+            network_width=net_w, network_height=net_h, decode_ms=decode_ms,
+            preprocess_ms=timings.get("preprocess", 0.0), inference_ms=timings.get("inference", 0.0),
+            postprocess_ms=timings.get("postprocess", 0.0), publish_ms=publish_ms, total_ms=total_ms,
+            frames_received=self._counters["received"], frames_processed=self._counters["processed"],
+            frames_dropped=self._counters["dropped"], frames_rejected=self._counters["rejected"]))
+
+    @staticmethod
+    def _image(pixels: np.ndarray, encoding: str, header) -> Image:
+        fields = array_to_image_fields(pixels, encoding)
+        return Image(header=header, **fields)
+
+    # ------------------------------------------------------------------ metadata & health
+    def _publish_label_info(self) -> None:
+        if "segmentation" not in self._model_config.tasks:
+            return
+        colors = array.array("I", ((ADE20K_PALETTE[:, 0].astype(np.uint32) << 16)
+                                   | (ADE20K_PALETTE[:, 1].astype(np.uint32) << 8)
+                                   | ADE20K_PALETTE[:, 2].astype(np.uint32)).tolist())
+        info = LabelInfo(model_variant=self._model_config.segmentation_variant or self._model_config.variant,
+                         class_names=list(ADE20K_CLASSES), colors=colors, ignore_id=IGNORE_LABEL)
+        info.header.stamp = self.get_clock().now().to_msg()
+        self._pub_label_info.publish(info)
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        done = [t for t in self._recent_done if now - t <= 10.0]
+        rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        latencies = sorted(self._recent_latency_ms)
+        p50 = latencies[len(latencies) // 2] if latencies else 0.0
+        counters = dict(self._counters)
+        level, message = DiagnosticStatus.OK, "running"
+        if counters.get("failed", 0) or counters.get("rejected", 0):
+            level, message = DiagnosticStatus.WARN, f"last problem: {self._last_error}"
+        if not counters.get("received"):
+            message = "waiting for images"
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: DPT inference", message=message[:200],
+            hardware_id=str(self._engine.device),
+            values=[KeyValue(key=k, value=str(v)) for k, v in (
+                ("variant", self._model_config.variant), ("tasks", ",".join(self._model_config.tasks)),
+                ("device", self._engine.device), ("precision", self._engine.precision),
+                ("rate_hz", f"{rate:.2f}"), ("latency_p50_ms", f"{p50:.1f}"),
+                ("frames_received", counters.get("received", 0)),
+                ("frames_processed", counters.get("processed", 0)),
+                ("frames_dropped", counters.get("dropped", 0)),
+                ("frames_rejected", counters.get("rejected", 0)),
+                ("frames_failed", counters.get("failed", 0)))])
+        array_msg = DiagnosticArray(status=[status])
+        array_msg.header.stamp = self.get_clock().now().to_msg()
+        self._pub_diagnostics.publish(array_msg)
+
+    def destroy_node(self):
+        with self._wake:
+            self._running = False
+            self._wake.notify()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10.0)
+        return super().destroy_node()
+
+
+def keep_large_buffers_mapped() -> None:
+    """Stop glibc from returning every multi-MB frame buffer to the kernel on free.
+
+    By default buffers above the dynamic mmap threshold are unmapped when freed, so each new
+    frame's depth/cloud/message buffers page-fault again: measured 16-24 ms per 640x480 cloud
+    frame instead of about 4 ms with these thresholds (see benchmarks/NOTES.md).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 << 20)
+    libc.mallopt(m_trim_threshold, 256 << 20)
+
+
+def main(argv=None) -> int:
+    keep_large_buffers_mapped()
+    rclpy.init(args=argv)
+    try:
+        node = DptNode()
+    except ModelLoadError as error:
+        # One clear line, no traceback: the usual cause is a missing checkpoint or a typo.
+        print(f"[dpt_node] ERROR: {error}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

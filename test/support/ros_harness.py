@@ -1,0 +1,109 @@
+"""Test-side ROS plumbing: a node in its own context, spun in a background thread.
+
+It records every message received per topic, publishes test inputs, and calls parameter
+services, so tests can drive a dpt_node running in another OS process.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL_LIB = REPO / "install" / "dpt_ros" / "lib" / "dpt_ros"
+
+
+def start_executable(name: str, *ros_args: str, log_path: Path | None = None) -> subprocess.Popen:
+    """Start install/dpt_ros/lib/dpt_ros/<name> exactly as `ros2 run dpt_ros <name>` would."""
+    executable = INSTALL_LIB / name
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    return subprocess.Popen([str(executable), "--ros-args", *ros_args], stdout=out, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def stop(process: subprocess.Popen, timeout: float = 15.0) -> int:
+    if process.poll() is None:
+        process.send_signal(2)  # SIGINT, as Ctrl-C / launch would
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+class Harness:
+    def __init__(self, name: str = "test_harness"):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.received: dict[str, list] = collections.defaultdict(list)
+        self._lock = threading.Lock()
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._running = True
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self._running and self.context.ok():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    def subscribe(self, msg_type, topic: str, transient_local: bool = False, reliable: bool = True) -> None:
+        qos = QoSProfile(depth=100,
+                         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local else DurabilityPolicy.VOLATILE)
+
+        def store(msg, topic=topic):
+            with self._lock:
+                self.received[topic].append(msg)
+
+        self.node.create_subscription(msg_type, topic, store, qos)
+
+    def messages(self, topic: str) -> list:
+        with self._lock:
+            return list(self.received[topic])
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+
+    def publisher(self, msg_type, topic: str, depth: int = 100):
+        return self.node.create_publisher(msg_type, topic, QoSProfile(depth=depth))
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def wait_for_subscribers(self, publisher, count: int = 1, timeout: float = 30.0) -> None:
+        self.wait_for(lambda: publisher.get_subscription_count() >= count, timeout,
+                      f"{count} subscriber(s) on {publisher.topic_name}")
+
+    def call(self, srv_type, name: str, request, timeout: float = 30.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"service {name} not available")
+            future = client.call_async(request)
+            self.wait_for(future.done, timeout, f"reply from {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join(timeout=5.0)
+        self._executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)

@@ -1,0 +1,53 @@
+"""dpt_node's parameter table: validation, and the README and config/dpt.yaml agree with it."""
+from pathlib import Path
+
+import pytest
+
+from dpt_ros import node_parameters as params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("precision", "fp64", "precision must be one of fp32, fp16, bf16"),
+    ("device", "gpu", "device must be auto, cpu, cuda or cuda:N"),
+    ("input_size", 100, "multiple of 32"),
+    ("input_size", -32, ">= 0"),
+    ("cloud.stride", 0, ">= 1"),
+    ("colored.alpha", 1.5, "<= 1.0"),
+    ("model.tasks", "depth+segmentation", "depth, segmentation, both"),
+    ("model.variant", "dpt_huge", "unknown variant 'dpt_huge'"),
+    ("qos.input.reliability", "sometimes", "best_effort, reliable"),
+])
+def test_invalid_values_are_refused_with_the_reason(name, value, fragment):
+    assert fragment in params.validate(name, value)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("precision", "bf16"), ("device", "cuda:1"), ("device", "auto"), ("input_size", 0), ("input_size", 512),
+    ("model.variant", "dpt_hybrid_kitti"), ("model.segmentation_variant", ""), ("model.tasks", "both"),
+    ("use_sim_time", True),
+])
+def test_valid_values_pass(name, value):
+    assert params.validate(name, value) is None
+
+
+def test_every_default_is_valid():
+    for spec in params.PARAMETERS:
+        assert params.validate(spec.name, spec.default) is None, spec.name
+
+
+def test_tasks_expand():
+    assert params.tasks_of("both") == ("depth", "segmentation")
+    assert params.tasks_of("segmentation") == ("segmentation",)
+
+
+def test_readme_documents_every_parameter_with_its_default():
+    readme = (REPO / "README.md").read_text()
+    for spec in params.PARAMETERS:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{spec.name}` |")), None)
+        assert row is not None, f"README lacks a row for {spec.name}"
+        default = spec.default
+        shown = repr(default) if isinstance(default, str) else str(default).lower() if isinstance(default, bool) \
+            else str(default)
+        assert f"`{shown}`" in row, f"README default of {spec.name} differs: {row}"
