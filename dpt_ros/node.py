@@ -1,8 +1,11 @@
 """dpt_node: camera images in; depth, labels and PointCloud2 out (the ROS adapter).
 
-Threading: subscription callbacks only store the newest frame (newest wins; a replaced frame is
-counted as dropped) and wake the worker thread, which runs the model and publishes. The callbacks
-never wait for inference, and at most one frame per camera is ever pending.
+Threading: subscription callbacks only store the newest frame of their camera (newest wins; a
+replaced frame is counted as dropped) and wake the worker thread, which runs the model and
+publishes. The callbacks never wait for inference, and at most one frame per camera is ever
+pending. With several cameras (the `cameras` parameter), the frames pending when the worker
+becomes free go through the model as one batch, and each camera's outputs are published under
+its own namespace with its own header.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 
@@ -29,7 +34,7 @@ from dpt_ros.geometry import intrinsics_from_projection
 from dpt_ros.image_codec import ImageDecodeError, array_to_image_fields, compressed_to_rgb, image_to_rgb
 from dpt_ros.labels import ADE20K_CLASSES, ADE20K_PALETTE, IGNORE_LABEL
 from dpt_ros.msg import InferenceStats, LabelInfo
-from dpt_ros.pipeline import Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, process_frame
+from dpt_ros.pipeline import Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, process_frames
 
 THROTTLE_S = 5.0
 CAMERA_INFO_HISTORY = 30
@@ -120,15 +125,81 @@ def _stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
+class CameraPort:
+    """One input stream (image + camera_info) and its outputs, under an optional namespace."""
+
+    def __init__(self, node: "DptNode", name: str, in_qos: QoSProfile, out_qos: QoSProfile):
+        self.name = name
+        prefix = f"{name}/" if name else ""
+        self.pending: PendingFrame | None = None
+        self.camera_infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
+        self.counters = collections.Counter()
+        self.pub_depth = node.create_publisher(Image, prefix + "depth/image", out_qos)
+        self.pub_depth_info = node.create_publisher(CameraInfo, prefix + "depth/camera_info", out_qos)
+        self.pub_relative = node.create_publisher(Image, prefix + "depth/relative", out_qos)
+        self.pub_depth_colored = node.create_publisher(Image, prefix + "depth/colored", out_qos)
+        self.pub_labels = node.create_publisher(Image, prefix + "segmentation/labels", out_qos)
+        self.pub_labels_colored = node.create_publisher(Image, prefix + "segmentation/colored", out_qos)
+        self.pub_label_info = node.create_publisher(
+            LabelInfo, prefix + "segmentation/label_info",
+            _qos("reliable", 1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.pub_points = node.create_publisher(PointCloud2, prefix + "points", out_qos)
+        self.pub_stats = node.create_publisher(InferenceStats, f"~/{prefix}stats", out_qos)
+
+        if node._param("image_transport") == "compressed":
+            # image_transport convention: <base topic>/compressed, following remaps of the base.
+            self.image_topic = node.resolve_topic_name(prefix + "image") + "/compressed"
+            node.create_subscription(CompressedImage, self.image_topic, self.on_image_factory(node), in_qos)
+        else:
+            self.image_topic = node.resolve_topic_name(prefix + "image")
+            node.create_subscription(Image, prefix + "image", self.on_image_factory(node), in_qos)
+        node.create_subscription(CameraInfo, prefix + "camera_info", self.on_camera_info, in_qos)
+        self.camera_info_topic = node.resolve_topic_name(prefix + "camera_info")
+
+    def on_image_factory(self, node: "DptNode"):
+        def on_image(msg) -> None:
+            with node._wake:
+                self.counters["received"] += 1
+                if self.pending is not None:
+                    self.counters["dropped"] += 1
+                self.pending = PendingFrame(msg, time.monotonic())
+                node._wake.notify()
+        return on_image
+
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        self.camera_infos.append(msg)  # deque.append is atomic; readers copy it under the GIL
+
+
+@dataclass
+class DecodedFrame:
+    port: CameraPort
+    frame: PendingFrame
+    rgb: np.ndarray
+    info: CameraInfo | None
+    intrinsics: Intrinsics | None
+    decode_ms: float
+
+
 class DptNode(Node):
     def __init__(self, **kwargs):
         super().__init__("dpt_node", **kwargs)
         for spec in params.PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self.declare_parameter("cameras", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            description="Input namespaces served by this node, batched into one forward pass (e.g. "
+                        "[front, left]); unset = one camera on image/camera_info [restart needed]",
+            read_only=True))
         for spec in params.PARAMETERS:
             problem = params.validate(spec.name, self._param(spec.name))
             if problem:
                 raise ModelLoadError(f"invalid parameter: {problem}")
+        try:
+            cameras = list(self.get_parameter("cameras").value or [])
+        except ParameterUninitializedException:  # declared by type only: not set = one camera
+            cameras = []
+        problem = params.validate_cameras(cameras)
+        if problem:
+            raise ModelLoadError(f"invalid parameter: {problem}")
 
         self._model_config = self._read_model_config()
         started = time.monotonic()
@@ -140,46 +211,25 @@ class DptNode(Node):
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pending: PendingFrame | None = None
-        self._camera_infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
         self._reload_requested = False
         self._running = True
-        self._counters = collections.Counter()
         self._recent_latency_ms: collections.deque = collections.deque(maxlen=100)
         self._recent_done: collections.deque = collections.deque(maxlen=100)
         self._last_start = 0.0
         self._last_error = ""
 
+        in_qos = _qos(self._param("qos.input.reliability"), self._param("qos.input.depth"))
         out_qos = _qos(self._param("qos.output.reliability"), self._param("qos.output.depth"))
-        self._pub_depth = self.create_publisher(Image, "depth/image", out_qos)
-        self._pub_depth_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
-        self._pub_relative = self.create_publisher(Image, "depth/relative", out_qos)
-        self._pub_depth_colored = self.create_publisher(Image, "depth/colored", out_qos)
-        self._pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
-        self._pub_labels_colored = self.create_publisher(Image, "segmentation/colored", out_qos)
-        self._pub_label_info = self.create_publisher(
-            LabelInfo, "segmentation/label_info",
-            _qos("reliable", 1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self._pub_points = self.create_publisher(PointCloud2, "points", out_qos)
-        self._pub_stats = self.create_publisher(InferenceStats, "~/stats", out_qos)
+        self._ports = [CameraPort(self, name, in_qos, out_qos) for name in (cameras or [""])]
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._publish_label_info()
-
-        in_qos = _qos(self._param("qos.input.reliability"), self._param("qos.input.depth"))
-        if self._param("image_transport") == "compressed":
-            # image_transport convention: <base topic>/compressed, following remaps of the base.
-            topic = self.resolve_topic_name("image") + "/compressed"
-            self.create_subscription(CompressedImage, topic, self._on_image, in_qos)
-        else:
-            topic = self.resolve_topic_name("image")
-            self.create_subscription(Image, "image", self._on_image, in_qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(self._param("diagnostics.period"), self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work, name="dpt_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"listening on {topic} and {self.resolve_topic_name('camera_info')}")
+        for port in self._ports:
+            self.get_logger().info(f"listening on {port.image_topic} and {port.camera_info_topic}")
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name: str):
@@ -213,24 +263,14 @@ class DptNode(Node):
             depth_max_range=self._param("depth.max_range"), cloud_stride=self._param("cloud.stride"),
             cloud_max_range=self._param("cloud.max_range"), colored_alpha=self._param("colored.alpha"))
 
-    # ------------------------------------------------------------------ callbacks (never block)
-    def _on_image(self, msg) -> None:
-        with self._wake:
-            self._counters["received"] += 1
-            if self._pending is not None:
-                self._counters["dropped"] += 1
-            self._pending = PendingFrame(msg, time.monotonic())
-            self._wake.notify()
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        with self._lock:
-            self._camera_infos.append(msg)
-
     # ------------------------------------------------------------------ worker
+    def _has_pending(self) -> bool:
+        return any(port.pending is not None for port in self._ports)
+
     def _work(self) -> None:
         while self._running:
             with self._wake:
-                while self._running and self._pending is None and not self._reload_requested:
+                while self._running and not self._has_pending() and not self._reload_requested:
                     self._wake.wait(timeout=0.5)
                 if not self._running:
                     return
@@ -241,24 +281,21 @@ class DptNode(Node):
                 continue
             self._wait_for_rate_limit()
             with self._wake:
-                frame, self._pending = self._pending, None
-            if frame is None:
-                continue
+                taken = [(port, port.pending) for port in self._ports if port.pending is not None]
+                for port, _ in taken:
+                    port.pending = None
             try:
-                self._process(frame)
-            except FrameRejected as error:
-                self._counters["rejected"] += 1
-                self._last_error = str(error)
-                self.get_logger().error(f"frame rejected: {error}", throttle_duration_sec=THROTTLE_S)
-            except Exception as error:  # keep the node alive; report and go on with the next frame
-                self._counters["failed"] += 1
+                self._process(taken)
+            except Exception as error:  # keep the node alive; report and go on with the next frames
+                for port, _ in taken:
+                    port.counters["failed"] += 1
                 self._last_error = f"{type(error).__name__}: {error}"
                 self.get_logger().error(f"frame failed: {self._last_error}", throttle_duration_sec=THROTTLE_S)
 
     def _wait_for_rate_limit(self) -> None:
         rate = self._param("max_rate_hz")
         if rate > 0.0:
-            # Sleep outside the lock: newer frames keep replacing the pending one meanwhile.
+            # Sleep outside the lock: newer frames keep replacing the pending ones meanwhile.
             delay = self._last_start + 1.0 / rate - time.monotonic()
             if delay > 0.0:
                 time.sleep(delay)
@@ -279,9 +316,8 @@ class DptNode(Node):
         self._publish_label_info()
         self.get_logger().info(f"now running {config.variant} ({', '.join(config.tasks)}) on {engine.device}")
 
-    def _camera_info_for(self, header) -> CameraInfo | None:
-        with self._lock:
-            infos = list(self._camera_infos)
+    def _camera_info_for(self, port: CameraPort, header) -> CameraInfo | None:
+        infos = list(port.camera_infos)
         if not infos:
             return None
         stamp = _stamp_ns(header.stamp)
@@ -289,17 +325,24 @@ class DptNode(Node):
         tolerance_ns = self._param("camera_info.stamp_tolerance") * 1e9
         if abs(_stamp_ns(best.header.stamp) - stamp) <= tolerance_ns:
             return best
-        self.get_logger().warning("no camera_info within camera_info.stamp_tolerance of the image stamp; "
-                                  "using the latest one", throttle_duration_sec=THROTTLE_S)
+        self.get_logger().warning(f"no camera_info on {port.camera_info_topic} within "
+                                  "camera_info.stamp_tolerance of the image stamp; using the latest one",
+                                  throttle_duration_sec=THROTTLE_S)
         return infos[-1]
 
-    def _decode(self, msg) -> np.ndarray:
+    def _decode(self, port: CameraPort, frame: PendingFrame) -> DecodedFrame:
+        started = time.perf_counter()
         try:
-            if isinstance(msg, CompressedImage):
-                return compressed_to_rgb(msg)
-            return image_to_rgb(msg)
+            if isinstance(frame.msg, CompressedImage):
+                rgb = compressed_to_rgb(frame.msg)
+            else:
+                rgb = image_to_rgb(frame.msg)
         except ImageDecodeError as error:
             raise FrameRejected(str(error)) from error
+        decode_ms = (time.perf_counter() - started) * 1e3
+        info = self._camera_info_for(port, frame.msg.header)
+        intrinsics = self._checked_intrinsics(info, *rgb.shape[:2]) if info is not None else None
+        return DecodedFrame(port, frame, rgb, info, intrinsics, decode_ms)
 
     @staticmethod
     def _checked_intrinsics(info: CameraInfo, height: int, width: int) -> Intrinsics:
@@ -311,70 +354,81 @@ class DptNode(Node):
             raise FrameRejected(f"camera_info: {error}") from error
         return Intrinsics(fx, fy, cx, cy)
 
-    def _output_request(self, metric: bool) -> OutputRequest:
+    def _output_request(self, port: CameraPort, metric: bool) -> OutputRequest:
         def wanted(publisher) -> bool:
             return publisher.get_subscription_count() > 0
 
         colored = self._param("colored.enabled")
-        cloud = self._param("cloud.enabled") and metric and wanted(self._pub_points)
+        cloud = self._param("cloud.enabled") and metric and wanted(port.pub_points)
         return OutputRequest(
-            depth_metric=metric and (wanted(self._pub_depth) or wanted(self._pub_depth_info)),
-            depth_relative=wanted(self._pub_relative),
-            depth_colored=colored and wanted(self._pub_depth_colored),
-            labels=wanted(self._pub_labels) or cloud,
-            labels_colored=colored and wanted(self._pub_labels_colored),
+            depth_metric=metric and (wanted(port.pub_depth) or wanted(port.pub_depth_info)),
+            depth_relative=wanted(port.pub_relative),
+            depth_colored=colored and wanted(port.pub_depth_colored),
+            labels=wanted(port.pub_labels) or cloud,
+            labels_colored=colored and wanted(port.pub_labels_colored),
             cloud=cloud)
 
-    def _process(self, frame: PendingFrame) -> None:
-        msg, header = frame.msg, frame.msg.header
-        started = time.perf_counter()
-        rgb = self._decode(msg)
-        decode_ms = (time.perf_counter() - started) * 1e3
-        height, width = rgb.shape[:2]
-
-        info = self._camera_info_for(header)
-        intrinsics = self._checked_intrinsics(info, height, width) if info is not None else None
-
+    def _process(self, taken: list[tuple[CameraPort, PendingFrame]]) -> None:
+        decoded: list[DecodedFrame] = []
+        for port, frame in taken:
+            try:
+                decoded.append(self._decode(port, frame))
+            except FrameRejected as error:
+                port.counters["rejected"] += 1
+                self._last_error = f"{port.image_topic}: {error}"
+                self.get_logger().error(f"frame rejected on {port.image_topic}: {error}",
+                                        throttle_duration_sec=THROTTLE_S)
+        if not decoded:
+            return
         engine, settings = self._engine, self._settings()
         metric = "depth" in engine.tasks and metric_depth_available(engine.depth_output_kind, settings)
-        request = self._output_request(metric)
-        if request.cloud and intrinsics is None:
-            self.get_logger().warning("no camera_info received yet: points not published",
-                                      throttle_duration_sec=THROTTLE_S)
-        outputs = process_frame(engine, rgb, settings, request, intrinsics)
+        requests = [self._output_request(item.port, metric) for item in decoded]
+        for item, request in zip(decoded, requests):
+            if request.cloud and item.intrinsics is None:
+                self.get_logger().warning(f"no camera_info on {item.port.camera_info_topic} yet: points not "
+                                          "published", throttle_duration_sec=THROTTLE_S)
+        outputs = process_frames(engine, [item.rgb for item in decoded], settings, requests,
+                                 [item.intrinsics for item in decoded])
+        for item, frame_outputs in zip(decoded, outputs):
+            self._publish(item, frame_outputs, engine, batch=len(decoded))
 
+    def _publish(self, item: DecodedFrame, outputs, engine, batch: int) -> None:
+        port, header = item.port, item.frame.msg.header
         started = time.perf_counter()
         if outputs.depth_metric is not None:
-            self._pub_depth.publish(self._image(outputs.depth_metric, "32FC1", header))
-            if info is not None:
-                self._pub_depth_info.publish(info)  # depth is at the image's resolution
+            port.pub_depth.publish(self._image(outputs.depth_metric, "32FC1", header))
+            if item.info is not None:
+                port.pub_depth_info.publish(item.info)  # depth is at the image's resolution
         if outputs.depth_relative is not None:
-            self._pub_relative.publish(self._image(outputs.depth_relative, "32FC1", header))
+            port.pub_relative.publish(self._image(outputs.depth_relative, "32FC1", header))
         if outputs.depth_colored is not None:
-            self._pub_depth_colored.publish(self._image(outputs.depth_colored, "rgb8", header))
-        if outputs.labels is not None and self._pub_labels.get_subscription_count() > 0:
-            self._pub_labels.publish(self._image(outputs.labels, "mono8", header))
+            port.pub_depth_colored.publish(self._image(outputs.depth_colored, "rgb8", header))
+        if outputs.labels is not None and port.pub_labels.get_subscription_count() > 0:
+            port.pub_labels.publish(self._image(outputs.labels, "mono8", header))
         if outputs.labels_colored is not None:
-            self._pub_labels_colored.publish(self._image(outputs.labels_colored, "rgb8", header))
+            port.pub_labels_colored.publish(self._image(outputs.labels_colored, "rgb8", header))
         if outputs.cloud is not None:
-            self._pub_points.publish(to_pointcloud2(outputs.cloud, header, PointCloud2, PointField))
+            port.pub_points.publish(to_pointcloud2(outputs.cloud, header, PointCloud2, PointField))
         publish_ms = (time.perf_counter() - started) * 1e3
 
-        self._counters["processed"] += 1
+        port.counters["processed"] += 1
         now = time.monotonic()
-        total_ms = (now - frame.received) * 1e3
+        total_ms = (now - item.frame.received) * 1e3
         self._recent_latency_ms.append(total_ms)
         self._recent_done.append(now)
         net_h, net_w = outputs.network_size
         timings = outputs.timings_ms
-        self._pub_stats.publish(InferenceStats(
+        height, width = item.rgb.shape[:2]
+        counters = port.counters
+        port.pub_stats.publish(InferenceStats(
             header=header, model_variant=self._model_config.variant, device=str(engine.device),
             precision=engine.precision, input_width=width, input_height=height,
-            network_width=net_w, network_height=net_h, decode_ms=decode_ms,
-            preprocess_ms=timings.get("preprocess", 0.0), inference_ms=timings.get("inference", 0.0),
+            network_width=net_w, network_height=net_h, batch_size=batch, decode_ms=item.decode_ms,
+            # A batch shares one forward pass: each frame reports its share of the model stages.
+            preprocess_ms=timings.get("preprocess", 0.0) / batch, inference_ms=timings.get("inference", 0.0) / batch,
             postprocess_ms=timings.get("postprocess", 0.0), publish_ms=publish_ms, total_ms=total_ms,
-            frames_received=self._counters["received"], frames_processed=self._counters["processed"],
-            frames_dropped=self._counters["dropped"], frames_rejected=self._counters["rejected"]))
+            frames_received=counters["received"], frames_processed=counters["processed"],
+            frames_dropped=counters["dropped"], frames_rejected=counters["rejected"]))
 
     @staticmethod
     def _image(pixels: np.ndarray, encoding: str, header) -> Image:
@@ -391,7 +445,8 @@ class DptNode(Node):
         info = LabelInfo(model_variant=self._model_config.segmentation_variant or self._model_config.variant,
                          class_names=list(ADE20K_CLASSES), colors=colors, ignore_id=IGNORE_LABEL)
         info.header.stamp = self.get_clock().now().to_msg()
-        self._pub_label_info.publish(info)
+        for port in self._ports:
+            port.pub_label_info.publish(info)
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
@@ -399,25 +454,28 @@ class DptNode(Node):
         rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
         latencies = sorted(self._recent_latency_ms)
         p50 = latencies[len(latencies) // 2] if latencies else 0.0
-        counters = dict(self._counters)
-        level, message = DiagnosticStatus.OK, "running"
-        if counters.get("failed", 0) or counters.get("rejected", 0):
-            level, message = DiagnosticStatus.WARN, f"last problem: {self._last_error}"
-        if not counters.get("received"):
-            message = "waiting for images"
-        status = DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: DPT inference", message=message[:200],
-            hardware_id=str(self._engine.device),
-            values=[KeyValue(key=k, value=str(v)) for k, v in (
-                ("variant", self._model_config.variant), ("tasks", ",".join(self._model_config.tasks)),
-                ("device", self._engine.device), ("precision", self._engine.precision),
-                ("rate_hz", f"{rate:.2f}"), ("latency_p50_ms", f"{p50:.1f}"),
-                ("frames_received", counters.get("received", 0)),
-                ("frames_processed", counters.get("processed", 0)),
-                ("frames_dropped", counters.get("dropped", 0)),
-                ("frames_rejected", counters.get("rejected", 0)),
-                ("frames_failed", counters.get("failed", 0)))])
-        array_msg = DiagnosticArray(status=[status])
+        statuses = []
+        for port in self._ports:
+            counters = dict(port.counters)
+            level, message = DiagnosticStatus.OK, "running"
+            if counters.get("failed", 0) or counters.get("rejected", 0):
+                level, message = DiagnosticStatus.WARN, f"last problem: {self._last_error}"
+            if not counters.get("received"):
+                message = f"waiting for images on {port.image_topic}"
+            name = f"{self.get_name()}: DPT inference" + (f" ({port.name})" if port.name else "")
+            statuses.append(DiagnosticStatus(
+                level=level, name=name, message=message[:200], hardware_id=str(self._engine.device),
+                values=[KeyValue(key=k, value=str(v)) for k, v in (
+                    ("variant", self._model_config.variant), ("tasks", ",".join(self._model_config.tasks)),
+                    ("device", self._engine.device), ("precision", self._engine.precision),
+                    ("image_topic", port.image_topic),
+                    ("rate_hz", f"{rate:.2f}"), ("latency_p50_ms", f"{p50:.1f}"),
+                    ("frames_received", counters.get("received", 0)),
+                    ("frames_processed", counters.get("processed", 0)),
+                    ("frames_dropped", counters.get("dropped", 0)),
+                    ("frames_rejected", counters.get("rejected", 0)),
+                    ("frames_failed", counters.get("failed", 0)))]))
+        array_msg = DiagnosticArray(status=statuses)
         array_msg.header.stamp = self.get_clock().now().to_msg()
         self._pub_diagnostics.publish(array_msg)
 

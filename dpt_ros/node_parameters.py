@@ -118,5 +118,18 @@ def validate(name: str, value) -> str | None:
     return None
 
 
+CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
+
+
+def validate_cameras(cameras: list[str]) -> str | None:
+    """Why the `cameras` list is not usable as relative namespaces, or None when it is."""
+    for camera in cameras:
+        if not CAMERA_NAME.match(camera):
+            return f"cameras: {camera!r} is not a relative namespace like 'front' or 'rig/left'"
+    if len(set(cameras)) != len(cameras):
+        return f"cameras: duplicate names in {cameras}"
+    return None
+
+
 def tasks_of(value: str) -> tuple[str, ...]:
     return ("depth", "segmentation") if value == "both" else (value,)

@@ -89,7 +89,20 @@ def to_metric_depth(raw: np.ndarray, depth_output_kind: str, settings: PipelineS
 def process_frame(engine, rgb: np.ndarray, settings: PipelineSettings, request: OutputRequest,
                   intrinsics: Intrinsics | None = None) -> FrameOutputs:
     """Run the engine on one RGB frame and derive the requested outputs at the input resolution."""
-    result = engine.infer(rgb)[0]
+    return process_frames(engine, [rgb], settings, [request], [intrinsics])[0]
+
+
+def process_frames(engine, images: list[np.ndarray], settings: PipelineSettings,
+                   requests: list[OutputRequest], intrinsics: list[Intrinsics | None]) -> list[FrameOutputs]:
+    """Frames of several cameras through one engine call (batched per network size), then each
+    frame's requested outputs at its own input resolution."""
+    results = engine.infer(images)
+    return [_derive_outputs(engine, rgb, result, settings, request, camera)
+            for rgb, result, request, camera in zip(images, results, requests, intrinsics)]
+
+
+def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: OutputRequest,
+                    intrinsics: Intrinsics | None) -> FrameOutputs:
     outputs = FrameOutputs(timings_ms=dict(result.timings_ms))
     if result.depth is not None:
         outputs.network_size = engine.network_size(rgb.shape[0], rgb.shape[1], "depth")

@@ -159,8 +159,12 @@ def test_example_files_set_what_they_promise_with_known_names(file_name):
             assert value in CHOICES[name], name
 
 
-def test_multi_camera_example_says_it_is_not_implemented_yet():
-    assert "NOT IMPLEMENTED YET" in (CONFIG / "multi_camera.yaml").read_text()
+def test_multi_camera_example_is_read_by_the_node_as_a_string_array():
+    # dpt_node declares `cameras` as STRING_ARRAY; the example must give it a list of namespaces.
+    from dpt_ros.node_parameters import validate_cameras
+
+    cameras = load_parameters(CONFIG / "multi_camera.yaml")["cameras"]
+    assert isinstance(cameras, list) and cameras and validate_cameras(cameras) is None
 
 
 @pytest.mark.ros
