@@ -41,9 +41,15 @@ def parse_args(argv):
     parser.add_argument("--weights", default="auto", help="'auto' (official, if reachable) or a path/URL")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="network input size (multiple of 32); default: the variant's on a GPU, 256 on a CPU "
+                             "so the demo shows several frames a minute")
     parser.add_argument("--rate", type=float, default=2.0, help="camera rate in Hz")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--depth-scale", type=float, default=0.0,
+                        help="relative models: depth.scale for metric depth and points (0 = not set)")
+    parser.add_argument("--depth-shift", type=float, default=0.0, help="relative models: depth.shift")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds to run; 0 = until Ctrl-C")
     parser.add_argument("--output", type=Path, default=Path("output/demo"))
     return parser.parse_args(argv)
@@ -149,6 +155,13 @@ def main(argv=None) -> int:
     tasks = ("depth", "segmentation") if args.tasks == "both" else (args.tasks,)
     variants = [args.variant if task == "depth" else args.segmentation_variant for task in tasks]
 
+    if args.input_size is None:
+        import torch
+
+        on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+        args.input_size = 256 if on_cpu else 0
+        if on_cpu:
+            print("[demo] no GPU: running at network size 256 (--input-size 0 for the variant's own size)")
     random_weights = False
     if args.weights == "auto" and not official_weights_reachable(variants, tasks):
         random_weights = True
@@ -168,9 +181,10 @@ def main(argv=None) -> int:
                  "-p", f"model.segmentation_variant:={args.segmentation_variant}",
                  "-p", f"model.allow_random_weights:={'true' if random_weights else 'false'}",
                  "-p", f"model.tasks:={args.tasks}", "-p", f"device:={args.device}",
-                 "-p", f"precision:={args.precision}"]
-    if not any(v.endswith(("_kitti", "_nyu")) for v in variants):
-        print("[demo] relative depth model: depth/image and points need depth.scale (not set in the demo)")
+                 "-p", f"precision:={args.precision}", "-p", f"input_size:={args.input_size}"]
+    node_args += ["-p", f"depth.scale:={args.depth_scale}", "-p", f"depth.shift:={args.depth_shift}"]
+    if not any(v.endswith(("_kitti", "_nyu")) for v in variants) and args.depth_scale <= 0.0:
+        print("[demo] relative depth model: depth/image and points need --depth-scale (not set)")
     node_process = subprocess.Popen([str(lib / "dpt_node"), "--ros-args", *node_args],
                                     stdout=open(logs / "dpt_node.log", "wb"), stderr=subprocess.STDOUT)
     print(f"[demo] demo_camera {args.width}x{args.height} @ {args.rate} Hz -> dpt_node ({args.variant}, "

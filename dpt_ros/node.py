@@ -81,12 +81,13 @@ def build_engine(config: ModelConfig, logger):
         return None
 
     try:
+        segmentation_variant = config.segmentation_variant or params.segmentation_variant_for(config.variant)
         depth_weights = weights_of(config.weights, "model.weights")
         segmentation_weights = (weights_of(config.segmentation_weights, "model.segmentation_weights")
                                 if "segmentation" in config.tasks and "depth" in config.tasks else depth_weights)
         return InferenceEngine.from_variant(
             config.variant, tasks=config.tasks, weights=depth_weights,
-            segmentation_variant=config.segmentation_variant or None,
+            segmentation_variant=segmentation_variant,
             segmentation_weights=segmentation_weights, device=config.device, precision=config.precision,
             input_size=config.input_size or None)
     except ModelLoadError:

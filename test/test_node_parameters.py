@@ -51,3 +51,11 @@ def test_readme_documents_every_parameter_with_its_default():
         shown = repr(default) if isinstance(default, str) else str(default).lower() if isinstance(default, bool) \
             else str(default)
         assert f"`{shown}`" in row, f"README default of {spec.name} differs: {row}"
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("dpt_hybrid_kitti", "dpt_hybrid"), ("dpt_hybrid_nyu", "dpt_hybrid"), ("dpt_large", "dpt_large"),
+    ("dpt_tiny", "dpt_tiny"),
+])
+def test_empty_segmentation_variant_means_the_same_backbone(variant, expected):
+    assert params.segmentation_variant_for(variant) == expected
