@@ -280,6 +280,7 @@ class Frame:
     frame_id: str = ""
     rgb: np.ndarray | None = None
     decode_ms: float = 0.0
+    batch_size: int = 1  # frames that went through the model together with this one
     timings_ms: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
 
@@ -461,6 +462,7 @@ class Evaluation:
         for frame, result in zip(batch, results):
             # Frames of one infer call share its stage timings: each is charged an equal share.
             frame.timings_ms = {k: float(v) / len(batch) for k, v in result.timings_ms.items()}
+            frame.batch_size = len(batch)
             for key in ("preprocess", "inference", "postprocess"):
                 self.timing[key + "_ms"] += frame.timings_ms.get(key, 0.0)
             height, width = frame.rgb.shape[:2]
@@ -644,7 +646,7 @@ class Evaluation:
             header, frame.stamp, model_variant=self.config.variant,
             device=str(self.engine.device), precision=str(self.engine.precision),
             input_width=width, input_height=height, network_width=int(net_w),
-            network_height=int(net_h), decode_ms=parts[0], preprocess_ms=parts[1],
+            network_height=int(net_h), batch_size=frame.batch_size, decode_ms=parts[0], preprocess_ms=parts[1],
             inference_ms=parts[2], postprocess_ms=parts[3], publish_ms=parts[4],
             total_ms=float(sum(parts)), frames_received=self.counts["selected"],
             frames_processed=self.counts["processed"] + 1, frames_dropped=0,
