@@ -1,0 +1,86 @@
+"""pipeline.py: one frame -> the requested outputs, on the real tiny engine (ROS-free)."""
+import math
+
+import numpy as np
+import pytest
+
+from dpt_ros.depth import relative_to_metric
+from dpt_ros.geometry import depth_to_xyz
+from dpt_ros.pipeline import (Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, process_frame,
+                              process_frames, to_metric_depth)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from dpt_ros.inference import InferenceEngine
+
+    return InferenceEngine.from_variant("dpt_tiny", tasks=("depth", "segmentation"), device="cpu", input_size=64)
+
+
+def scene(height=48, width=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_metric_depth_marks_invalid_and_far_pixels_nan():
+    raw = np.array([[1.0, np.nan], [np.inf, -5.0]], np.float32)
+    settings = PipelineSettings(depth_scale=1.0, depth_shift=0.0, depth_max_range=0.5)
+    depth = to_metric_depth(raw, "relative_inverse_depth", settings)
+    # 1/1 = 1 m is beyond 0.5 m; NaN/inf inputs and a clamped negative (1e8 m) are invalid too.
+    assert np.isnan(depth).all()
+    depth = to_metric_depth(np.array([[4.0, 2.0]], np.float32), "relative_inverse_depth",
+                            PipelineSettings(depth_scale=0.5, depth_shift=0.5, depth_max_range=0.0))
+    np.testing.assert_allclose(depth, [[1 / 2.5, 1 / 1.5]], rtol=1e-6)
+    metres = np.array([[3.0, 0.0, 12.0]], np.float32)
+    out = to_metric_depth(metres, "metric_depth", PipelineSettings(depth_max_range=10.0))
+    assert out[0, 0] == 3.0 and np.isnan(out[0, 1]) and np.isnan(out[0, 2])
+    assert metres[0, 1] == 0.0  # the input is not modified
+
+
+def test_metric_depth_needs_a_metric_model_or_a_scale():
+    assert metric_depth_available("metric_depth", PipelineSettings())
+    assert not metric_depth_available("relative_inverse_depth", PipelineSettings())
+    assert metric_depth_available("relative_inverse_depth", PipelineSettings(depth_scale=0.1))
+
+
+def test_requested_outputs_only(engine):
+    rgb = scene()
+    settings = PipelineSettings(depth_scale=1e-3, depth_shift=0.2)
+    nothing = process_frame(engine, rgb, settings, OutputRequest(depth_metric=False, depth_relative=False,
+                                                                 labels=False))
+    assert all(getattr(nothing, name) is None for name in
+               ("depth_metric", "depth_relative", "depth_colored", "labels", "labels_colored", "cloud"))
+    everything = process_frame(engine, rgb, settings, OutputRequest(True, True, True, True, True, True),
+                               Intrinsics(40.0, 41.0, 31.5, 23.5))
+    assert everything.depth_relative.shape == everything.depth_metric.shape == (48, 64)
+    np.testing.assert_allclose(everything.depth_metric,
+                               relative_to_metric(everything.depth_relative, 1e-3, 0.2), rtol=1e-6)
+    assert everything.depth_colored.shape == everything.labels_colored.shape == (48, 64, 3)
+    assert everything.labels.dtype == np.uint8 and everything.labels.max() < 150
+    points = everything.cloud.points().reshape(48, 64)
+    expected = depth_to_xyz(everything.depth_metric, 40.0, 41.0, 31.5, 23.5)
+    np.testing.assert_array_equal(points["z"], expected[..., 2])
+    np.testing.assert_array_equal(points["x"], expected[..., 0])
+    assert everything.network_size == engine.network_size(48, 64, "depth")
+    assert set(everything.timings_ms) >= {"preprocess", "inference", "postprocess"}
+
+
+def test_cloud_needs_intrinsics_and_honours_stride_and_range(engine):
+    rgb = scene()
+    request = OutputRequest(depth_metric=True, cloud=True)
+    settings = PipelineSettings(depth_scale=1e-6, depth_shift=0.5, cloud_stride=2, cloud_max_range=1.0)
+    assert process_frame(engine, rgb, settings, request).cloud is None  # no camera_info yet
+    cloud = process_frame(engine, rgb, settings, request, Intrinsics(40.0, 40.0, 32.0, 24.0)).cloud
+    assert (cloud.height, cloud.width) == (24, 32)
+    assert np.isnan(cloud.points()["z"]).all()  # every pixel is ~2 m, beyond cloud.max_range 1 m
+
+
+def test_batch_of_cameras_equals_frames_one_by_one(engine):
+    images = [scene(seed=1), scene(60, 80, seed=2), scene(seed=3)]
+    settings = PipelineSettings(depth_scale=1e-3, depth_shift=0.2)
+    request = OutputRequest(depth_metric=True, depth_relative=True, labels=True)
+    batch = process_frames(engine, images, settings, [request] * 3, [None] * 3)
+    for image, batched in zip(images, batch):
+        single = process_frame(engine, image, settings, request)
+        np.testing.assert_allclose(batched.depth_metric, single.depth_metric, rtol=1e-5)
+        assert math.isclose(float(np.abs(batched.depth_relative - single.depth_relative).max()), 0.0, abs_tol=1e-5)
+        np.testing.assert_array_equal(batched.labels, single.labels)
