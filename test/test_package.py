@@ -33,6 +33,7 @@ ROSDEP_KEY_OF_MODULE = {
     "yaml": "python3-yaml",
     "pytest": "python3-pytest",
     "transformers": "python3-transformers-pip",
+    "catkin_pkg": "python3-catkin-pkg-modules",
 }
 
 
@@ -44,6 +45,7 @@ def parse_manifest():
 
 def imported_top_level_modules(paths):
     modules = set()
+    local = {p.stem for path in paths for p in path.parent.glob("*.py")}  # scripts importing siblings
     for path in paths:
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
@@ -51,7 +53,7 @@ def imported_top_level_modules(paths):
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    return modules - set(sys.stdlib_module_names) - {"dpt_ros", "support", "__future__"}
+    return modules - set(sys.stdlib_module_names) - local - {"dpt_ros", "support", "__future__"}
 
 
 def test_manifest_is_format_3_and_valid():

@@ -1,0 +1,56 @@
+"""The DPT network: backbone -> reassemble -> fusion -> head."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..depth import relative_to_metric
+from .backbone import Backbone
+from .layers import DepthHead, Fusion, Reassemble, SegmentationHead
+from .variants import HYBRID, ModelSpec
+
+#: Input sides must be multiples of this (patch size 16, then one more halving in reassemble).
+INPUT_MULTIPLE = 32
+
+
+class DPT(nn.Module):
+    """Dense Prediction Transformer: one task network (:class:`ModelSpec`) of a variant.
+
+    ``forward(x)`` takes a normalized batch ``(B, 3, H, W)`` whose sides are multiples of 32 and
+    returns, at the same ``H, W``: relative inverse depth ``(B, H, W)``, metric depth in metres
+    ``(B, H, W)`` (float32) for the metric variants, or class logits ``(B, num_classes, H, W)``.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        backbone = spec.backbone
+        self.backbone = Backbone(backbone)
+        self.reassemble = Reassemble(
+            backbone.embed_dim,
+            backbone.channels,
+            spec.readout,
+            direct=(0, 1) if backbone.kind == HYBRID else (),
+        )
+        self.fusion = Fusion(backbone.channels, spec.features, batch_norm=spec.is_segmentation)
+        if spec.is_segmentation:
+            self.head = SegmentationHead(spec.features, spec.task.num_classes, upsample=True)
+            self.aux_head = SegmentationHead(spec.features, spec.task.num_classes, upsample=False)
+        else:
+            self.head = DepthHead(spec.features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if x.dim() != 4 or x.shape[1] != 3 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+            raise ValueError(
+                f"DPT expects a (B, 3, H, W) batch with H and W multiples of {INPUT_MULTIPLE}, "
+                f"got {tuple(x.shape)}"
+            )
+        features, grid = self.backbone(x)
+        out = self.head(self.fusion(self.reassemble(features, grid)))
+        if self.spec.is_metric:
+            out = relative_to_metric(out.float(), self.spec.task.depth_scale, self.spec.task.depth_shift)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.spec.name}, output={self.spec.task.output_kind!r}"
