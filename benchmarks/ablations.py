@@ -1,0 +1,128 @@
+"""What single optimizations are worth on this machine, measured on our own model (no transformers).
+
+Model variants, timed alternately on one input (median and p90 over ``--runs``):
+
+* ``baseline``      - the model as build_model returns it (timm's fused attention, i.e.
+                      torch's scaled_dot_product_attention, NCHW tensors);
+* ``manual-attn``   - every timm ``Attention`` switched to its explicit softmax(QK^T)V path
+                      (``fused_attn = False``), what SDPA saves;
+* ``channels-last`` - weights and input in channels_last memory format (the convolutional
+                      decoder, and the hybrid's ResNet, run NHWC kernels).
+
+Segmentation post-processing (``--postprocess``): the engine's ``resized_argmax`` (bilinear
+resize of the 150-class logits to the image size, then argmax) against the same computation on
+channels_last logits; both must give identical labels.
+
+    python benchmarks/ablations.py --variant dpt_hybrid --runs 5
+    python benchmarks/ablations.py --postprocess-only
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench_util import format_table, percentile, use_checkout
+
+use_checkout()
+
+from dpt_ros.inference import resized_argmax  # noqa: E402
+from dpt_ros.model import build_model  # noqa: E402
+
+
+def manual_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch timm's attention blocks to their explicit (unfused) path, in place."""
+    from timm.models.vision_transformer import Attention
+
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.fused_attn = False
+            switched += 1
+    if not switched:
+        raise RuntimeError("no timm Attention module found: the switch would measure nothing")
+    return model
+
+
+def alternate(functions: dict, runs: int, warmup: int) -> dict:
+    """Milliseconds per call of each function, calls interleaved round-robin."""
+    times = {name: [] for name in functions}
+    for index in range(warmup + runs):
+        for name, fn in functions.items():
+            started = time.perf_counter()
+            fn()
+            if index >= warmup:
+                times[name].append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def model_ablation(args) -> str:
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    baseline = build_model(args.variant, args.task, seed=0)
+    manual = manual_attention(build_model(args.variant, args.task, seed=0))
+    nhwc = build_model(args.variant, args.task, seed=0).to(memory_format=torch.channels_last)
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
+    functions = {"baseline": lambda: baseline(x), "manual-attn": lambda: manual(x),
+                 "channels-last": lambda: nhwc(x_nhwc)}
+    with torch.inference_mode():
+        reference = baseline(x)
+        diffs = {"baseline": 0.0, "manual-attn": (manual(x) - reference).abs().max().item(),
+                 "channels-last": (nhwc(x_nhwc) - reference).abs().max().item()}
+        times = alternate(functions, args.runs, args.warmup)
+    base = percentile(times["baseline"], 50)
+    rows = [[name, percentile(t, 50), percentile(t, 90), percentile(t, 50) / base, f"{diffs[name]:.2e}"]
+            for name, t in times.items()]
+    title = (f"# {args.variant}/{args.task} {args.size}x{args.size} batch {args.batch} fp32 on cpu "
+             f"({torch.get_num_threads()} threads), {args.warmup} warm-up + {args.runs} runs, alternating")
+    return title + "\n" + format_table(["config", "p50 ms", "p90 ms", "time / baseline", "max|diff|"], rows)
+
+
+def postprocess_ablation(args) -> str:
+    width, height = (int(v) for v in args.image.split("x"))
+    net_w, net_h = (int(v) for v in args.network.split("x"))
+    logits = torch.randn(1, 150, net_h, net_w, generator=torch.Generator().manual_seed(0))
+
+    def channels_last():
+        resized = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=(height, width),
+                                mode="bilinear", align_corners=False)
+        return resized.argmax(dim=1)
+
+    functions = {"resized_argmax (NCHW)": lambda: resized_argmax(logits, (height, width)),
+                 "channels_last resize + argmax": channels_last}
+    with torch.inference_mode():
+        same = bool(torch.equal(functions["resized_argmax (NCHW)"](), channels_last()))
+        times = alternate(functions, args.runs, args.warmup)
+    base = percentile(times["resized_argmax (NCHW)"], 50)
+    rows = [[name, percentile(t, 50), percentile(t, 90), percentile(t, 50) / base] for name, t in times.items()]
+    title = (f"# 150-class logits {net_w}x{net_h} -> labels {width}x{height} on cpu, {args.runs} runs; "
+             f"identical labels: {same}")
+    return title + "\n" + format_table(["segmentation post-processing", "p50 ms", "p90 ms", "time / engine"], rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="dpt_hybrid")
+    parser.add_argument("--task", default="depth")
+    parser.add_argument("--size", type=int, default=384)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--image", default="1280x720", help="post-processing: image WIDTHxHEIGHT")
+    parser.add_argument("--network", default="864x480",
+                        help="post-processing: logits WIDTHxHEIGHT (default: a 480 network on a 1280x720 image)")
+    parser.add_argument("--postprocess-only", action="store_true")
+    parser.add_argument("--model-only", action="store_true")
+    args = parser.parse_args(argv)
+    print(f"# ablations {time.strftime('%Y-%m-%d %H:%M:%S')}, torch {torch.__version__}", flush=True)
+    if not args.postprocess_only:
+        print(model_ablation(args), flush=True)
+    if not args.model_only:
+        print(postprocess_ablation(args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
