@@ -181,6 +181,7 @@ class InferenceEngine:
         segmentation_input_size: int | tuple[int, int] = 480,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
+        channels_last: bool = True,
     ):
         if depth_model is None and segmentation_model is None:
             raise ValueError("InferenceEngine needs a depth model, a segmentation model, or both")
@@ -190,6 +191,9 @@ class InferenceEngine:
             )
         self._device = resolve_device(device)
         self._precision = resolve_precision(precision, self._device)
+        # NHWC convolutions in the reassemble/fusion/head stages: 0.69x the CPU time of DPT-Hybrid
+        # fp32 (benchmarks/NOTES.md); the transformer's linear layers are unaffected.
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._depth_output_kind = depth_output_kind
         self._tasks: dict[str, _TaskRunner] = {}
         for task, model, input_size in (
@@ -205,7 +209,7 @@ class InferenceEngine:
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
         if not bool((std_t > 0).all()):
             raise ValueError(f"std must be positive, got {tuple(std)}")
-        model = model.to(self._device).eval()
+        model = model.to(self._device, memory_format=self._memory_format).eval()
         model.requires_grad_(False)
         # (x/255 - mean)/std folded into one multiply-add: x * scale + offset.
         return _TaskRunner(
@@ -226,6 +230,7 @@ class InferenceEngine:
         device: str | torch.device = "auto",
         precision: str = "fp32",
         input_size: int | None = None,
+        channels_last: bool = True,
     ) -> "InferenceEngine":
         """Build the models of a registered variant (``dpt_ros.model.VARIANTS``).
 
@@ -272,6 +277,7 @@ class InferenceEngine:
             depth_output_kind=depth_spec.output_kind if depth_spec else "relative_inverse_depth",
             device=device,
             precision=precision,
+            channels_last=channels_last,
             depth_input_size=input_size or (depth_spec.input_size if depth_spec else 384),
             segmentation_input_size=input_size
             or (segmentation_spec.input_size if segmentation_spec else 480),
@@ -423,6 +429,7 @@ class InferenceEngine:
 
     def _forward(self, runner: _TaskRunner, batch: torch.Tensor) -> torch.Tensor:
         dtype = PRECISIONS[self._precision]
+        batch = batch.contiguous(memory_format=self._memory_format)
         with torch.autocast(self._device.type, dtype=dtype, enabled=dtype != torch.float32):
             output = runner.model(batch)
         return output.float()

@@ -399,7 +399,7 @@ class DptNode(Node):
         if outputs.depth_metric is not None:
             port.pub_depth.publish(self._image(outputs.depth_metric, "32FC1", header))
             if item.info is not None:
-                port.pub_depth_info.publish(item.info)  # depth is at the image's resolution
+                port.pub_depth_info.publish(self._depth_camera_info(item.info, header))
         if outputs.depth_relative is not None:
             port.pub_relative.publish(self._image(outputs.depth_relative, "32FC1", header))
         if outputs.depth_colored is not None:
@@ -430,6 +430,15 @@ class DptNode(Node):
             postprocess_ms=timings.get("postprocess", 0.0), publish_ms=publish_ms, total_ms=total_ms,
             frames_received=counters["received"], frames_processed=counters["processed"],
             frames_dropped=counters["dropped"], frames_rejected=counters["rejected"]))
+
+    @staticmethod
+    def _depth_camera_info(info: CameraInfo, header) -> CameraInfo:
+        """The depth image's camera_info: the input's calibration (depth is at the image's
+        resolution) under the image's header, so consumers matching by exact stamp pair them even
+        when the driver stamps camera_info slightly differently from the image."""
+        return CameraInfo(header=header, height=info.height, width=info.width,
+                          distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r, p=info.p,
+                          binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
 
     @staticmethod
     def _image(pixels: np.ndarray, encoding: str, header) -> Image:

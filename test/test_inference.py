@@ -493,3 +493,18 @@ def test_dpt_tiny_end_to_end_all_precisions():
         relative = np.abs(actual.depth - expected.depth).mean() / np.abs(expected.depth).mean()
         assert 0 < relative < tolerance, precision
         assert (actual.labels == expected.labels).mean() > 0.97, precision
+
+
+def test_channels_last_path_equals_the_contiguous_fp32_path():
+    """The optimized NHWC path must give the eager NCHW results (fp32 tolerance)."""
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(2)]
+    results = {}
+    for channels_last in (False, True):
+        engine = InferenceEngine.from_variant("dpt_tiny", tasks=("depth", "segmentation"), device="cpu",
+                                              input_size=64, channels_last=channels_last)
+        results[channels_last] = engine.infer(images)
+    for reference, optimized in zip(results[False], results[True]):
+        scale = float(np.abs(reference.depth).max())
+        assert float(np.abs(optimized.depth - reference.depth).max()) <= 1e-5 * max(scale, 1.0)
+        assert (optimized.labels == reference.labels).mean() > 0.999

@@ -152,6 +152,15 @@ def test_every_output_has_the_input_stamp_frame_and_size(rig):
     assert stat.inference_ms > 0 and stat.total_ms >= stat.inference_ms
 
 
+def test_depth_camera_info_carries_the_image_header(rig):
+    info = make_camera_info(5)
+    info.header.stamp.nanosec = 3_000_000  # 3 ms off the image stamp, within camera_info.stamp_tolerance
+    send_frame(rig, 5, info_msg=info)
+    depth_info = by_stamp(rig, "depth/camera_info", 1005)
+    assert depth_info.header.stamp.nanosec == 0 and depth_info.header.frame_id == "test_optical_frame"
+    assert list(depth_info.p) == list(info.p) and (depth_info.width, depth_info.height) == (WIDTH, HEIGHT)
+
+
 def test_cloud_z_equals_published_depth_and_back_projects(rig):
     send_frame(rig, 2)
     cloud = by_stamp(rig, "points", 1002)
