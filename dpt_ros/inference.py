@@ -337,18 +337,26 @@ class InferenceEngine:
         return self._network_batch(runner, uploaded, list(range(len(images))), sizes.pop(), bgr)
 
     @torch.inference_mode()
-    def infer(self, images, bgr: bool = False) -> list[InferenceResult]:
-        """Run every enabled task on ``images`` (one (H, W, 3) uint8 array or a list of them).
+    def infer(self, images, bgr: bool = False, tasks: Sequence[str] | None = None) -> list[InferenceResult]:
+        """Run the enabled tasks on ``images`` (one (H, W, 3) uint8 array or a list of them).
 
         ``bgr=True`` when the arrays are in BGR channel order (OpenCV, ROS bgr8); the swap happens
-        on the device.  Returns one InferenceResult per image, in order.
+        on the device.  ``tasks`` restricts the run to some enabled tasks (None = all): the node
+        skips a model whose outputs nobody subscribes to.  Returns one InferenceResult per image,
+        in order; a task not run leaves its field None.
         """
+        if tasks is not None:
+            unknown = [task for task in tasks if task not in self._tasks]
+            if unknown:
+                raise ValueError(f"tasks {unknown} are not enabled in this engine (enabled: {self.tasks})")
         images = self._validated_list(images)
         results = [InferenceResult() for _ in images]
         clock = _StageClock(self._device)
         with clock.measure("preprocess"):
             uploaded = self._upload(images)
         for task, runner in self._tasks.items():
+            if tasks is not None and task not in tasks:
+                continue
             for net_size, indices in self._group_by_network_size(images, runner).items():
                 with clock.measure("preprocess"):
                     batch = self._network_batch(runner, uploaded, indices, net_size, bgr)

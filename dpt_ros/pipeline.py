@@ -86,6 +86,19 @@ def to_metric_depth(raw: np.ndarray, depth_output_kind: str, settings: PipelineS
     return depth
 
 
+def needed_tasks(enabled: tuple[str, ...], requests: list[OutputRequest]) -> tuple[str, ...]:
+    """The enabled tasks whose results some request uses: a model nobody listens to is not run.
+
+    Clouds carry a label field whenever segmentation is enabled, so a cloud needs both."""
+    wanted = set()
+    for request in requests:
+        if request.depth_metric or request.depth_relative or request.depth_colored or request.cloud:
+            wanted.add("depth")
+        if request.labels or request.labels_colored or request.cloud:
+            wanted.add("segmentation")
+    return tuple(task for task in enabled if task in wanted)
+
+
 def process_frame(engine, rgb: np.ndarray, settings: PipelineSettings, request: OutputRequest,
                   intrinsics: Intrinsics | None = None) -> FrameOutputs:
     """Run the engine on one RGB frame and derive the requested outputs at the input resolution."""
@@ -96,7 +109,7 @@ def process_frames(engine, images: list[np.ndarray], settings: PipelineSettings,
                    requests: list[OutputRequest], intrinsics: list[Intrinsics | None]) -> list[FrameOutputs]:
     """Frames of several cameras through one engine call (batched per network size), then each
     frame's requested outputs at its own input resolution."""
-    results = engine.infer(images)
+    results = engine.infer(images, tasks=needed_tasks(engine.tasks, requests))
     return [_derive_outputs(engine, rgb, result, settings, request, camera)
             for rgb, result, request, camera in zip(images, results, requests, intrinsics)]
 

@@ -6,8 +6,8 @@ import pytest
 
 from dpt_ros.depth import relative_to_metric
 from dpt_ros.geometry import depth_to_xyz
-from dpt_ros.pipeline import (Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, process_frame,
-                              process_frames, to_metric_depth)
+from dpt_ros.pipeline import (Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, needed_tasks,
+                              process_frame, process_frames, to_metric_depth)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,27 @@ def test_batch_of_cameras_equals_frames_one_by_one(engine):
         np.testing.assert_allclose(batched.depth_metric, single.depth_metric, rtol=1e-5)
         assert math.isclose(float(np.abs(batched.depth_relative - single.depth_relative).max()), 0.0, abs_tol=1e-5)
         np.testing.assert_array_equal(batched.labels, single.labels)
+
+
+def test_a_model_nobody_listens_to_is_not_run(engine):
+    both = ("depth", "segmentation")
+    depth_only = OutputRequest(depth_metric=False, depth_relative=True, labels=False)
+    labels_only = OutputRequest(depth_metric=False, depth_relative=False, labels=True)
+    nothing = OutputRequest(depth_metric=False, depth_relative=False, labels=False)
+    assert needed_tasks(both, [depth_only]) == ("depth",)
+    assert needed_tasks(both, [labels_only]) == ("segmentation",)
+    assert needed_tasks(both, [depth_only, labels_only]) == both  # cameras of one batch combine
+    assert needed_tasks(both, [OutputRequest(depth_metric=False, depth_relative=False, labels=False,
+                                             cloud=True)]) == both  # cloud points carry labels
+    assert needed_tasks(both, [nothing]) == ()
+    assert needed_tasks(("depth",), [labels_only]) == ()
+
+    rgb = scene()
+    depth_frame = process_frame(engine, rgb, PipelineSettings(), depth_only)
+    assert depth_frame.depth_relative is not None and depth_frame.labels is None
+    full = engine.infer(rgb)[0]
+    np.testing.assert_array_equal(depth_frame.depth_relative, full.depth)
+    skipped = engine.infer(rgb, tasks=("depth",))[0]
+    assert skipped.labels is None and skipped.depth is not None
+    with pytest.raises(ValueError, match="not enabled"):
+        engine.infer(rgb, tasks=("normals",))
