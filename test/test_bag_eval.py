@@ -28,7 +28,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from dpt_ros import bag_io
-from dpt_ros.evaluate_bag import build_parser, config_from_args, evaluate, main
+from dpt_ros.bag_evaluation import evaluate
+from dpt_ros.evaluate_bag import build_parser, config_from_args, main
 from dpt_ros.inference import InferenceResult
 
 REPO = Path(__file__).resolve().parent.parent
