@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
+from support.frames import CX, CY, FX, FY, HEIGHT, WIDTH, decode_float_image, make_camera_info, make_image, scene
+
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
 NAMESPACE = "/dpt_it"
-WIDTH, HEIGHT = 80, 60
-FX, FY, CX, CY = 50.0, 52.0, 39.5, 29.5
 DEPTH_SCALE, DEPTH_SHIFT = 1e-6, 0.5  # tiny scale: metric depth is close to 1/0.5 = 2 m everywhere
 NODE_ARGS = (
     "-r", f"__ns:={NAMESPACE}",
@@ -30,43 +30,6 @@ OUTPUT_TOPICS = ("depth/image", "depth/camera_info", "depth/relative", "depth/co
 
 def topic(name: str) -> str:
     return f"{NAMESPACE}/{name}"
-
-
-def scene(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    image[: HEIGHT // 2] = (90, 140, 220)
-    image[HEIGHT // 2:] = (80, 120, 60)
-    image += rng.integers(0, 30, image.shape, dtype=np.uint8)
-    return image
-
-
-def make_image(seq: int, pixels: np.ndarray | None = None, encoding: str = "rgb8", step: int | None = None,
-               data: bytes | None = None, width: int = WIDTH, height: int = HEIGHT):
-    from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import Image
-
-    pixels = scene(seq) if pixels is None else pixels
-    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0,
-                step=width * 3 if step is None else step)
-    msg.data = pixels.tobytes() if data is None else data
-    msg.header.stamp = Time(sec=1000 + seq, nanosec=0)
-    msg.header.frame_id = "test_optical_frame"
-    return msg
-
-
-def make_camera_info(seq: int, width: int = WIDTH, height: int = HEIGHT, fx: float = FX):
-    from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import CameraInfo
-
-    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-    info.k = [fx, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]
-    info.p = [fx, 0.0, CX, 0.0, 0.0, FY, CY, 0.0, 0.0, 0.0, 1.0, 0.0]
-    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    info.d = [0.0] * 5
-    info.header.stamp = Time(sec=1000 + seq, nanosec=0)
-    info.header.frame_id = "test_optical_frame"
-    return info
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +80,6 @@ def by_stamp(rig, name: str, stamp_sec: int):
     rig.wait_for(lambda: any(m.header.stamp.sec == stamp_sec for m in rig.messages(topic(name))), 30,
                  f"{name} for frame {stamp_sec}")
     return next(m for m in rig.messages(topic(name)) if m.header.stamp.sec == stamp_sec)
-
-
-def decode_float_image(msg) -> np.ndarray:
-    return np.frombuffer(bytes(msg.data), dtype="<f4").reshape(msg.height, msg.width)
 
 
 def test_every_output_has_the_input_stamp_frame_and_size(rig):

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from test_node_integration import decode_float_image, make_camera_info, make_image
+from support.frames import decode_float_image, make_camera_info, make_image
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
