@@ -88,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 runs, 1 warm-up, batch 1: a smoke test")
     parser.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS,
                         help="device peak for the FLOP-floor column (default 800: H100 bf16, sustained)")
+    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last",
+                        help="layout of OUR model and input; channels_last is what InferenceEngine runs "
+                        "(default: %(default)s); transformers always runs its default (contiguous)")
     parser.add_argument("--hf-attention", choices=("sdpa", "eager"), default="sdpa",
                         help="transformers' attention implementation (its default is sdpa)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -224,9 +227,13 @@ def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: to
     dtype = PRECISIONS[precision]
     is_seg = spec.is_segmentation
 
+    memory_format = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
+    ours = ours.to(memory_format=memory_format)
+    x_ours = x.contiguous(memory_format=memory_format)
+
     def run_ours():
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return ours(x)
+            return ours(x_ours)
 
     def run_theirs():
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
