@@ -322,17 +322,14 @@ class PredictionWriter:
         self.bag.write(self.topic("points"), cloud, stamp_ns)
 
     def write_label_info(self, variant: str, stamp_ns: int) -> None:
-        import numpy as np
-
-        from .labels import ADE20K_CLASSES, ADE20K_PALETTE, IGNORE_LABEL
+        from .labels import ADE20K_CLASSES, ADE20K_COLORS_PACKED, IGNORE_LABEL
 
         if not self.has_our_types:
             return
-        palette = np.asarray(ADE20K_PALETTE, dtype=np.uint32)
         label_info = self.typestore.types["dpt_ros/msg/LabelInfo"](
             header=self.header(stamp_ns, ""), model_variant=variant,
             class_names=list(ADE20K_CLASSES),
-            colors=(palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2],  # 0x00RRGGBB
+            colors=ADE20K_COLORS_PACKED.copy(),
             ignore_id=IGNORE_LABEL)
         self.bag.write(self.topic("segmentation/label_info"), label_info, stamp_ns)
 

@@ -169,6 +169,20 @@ def to_pointcloud2(packed: PackedCloud, header, pointcloud2_cls, pointfield_cls)
         row_step=packed.row_step, data=data, is_dense=packed.is_dense)
 
 
+def from_pointcloud2(msg) -> PackedCloud:
+    """The PackedCloud of a PointCloud2 message (rclpy or rosbags) with fields this module writes.
+
+    The inverse of :func:`to_pointcloud2`; ``data`` is a copy, independent of the message."""
+    fields = [(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
+    unknown = [name for name, _, datatype, _ in fields if datatype not in _NUMPY_OF_DATATYPE]
+    if unknown or msg.is_bigendian:
+        raise ValueError(f"cannot read PointCloud2 fields {unknown or 'big-endian'}: "
+                         f"only little-endian {sorted(_NUMPY_OF_DATATYPE)} datatypes are supported")
+    return PackedCloud(height=msg.height, width=msg.width, point_step=msg.point_step, row_step=msg.row_step,
+                       fields=fields, data=np.frombuffer(bytes(msg.data), dtype=np.uint8),
+                       is_dense=bool(msg.is_dense), is_bigendian=False)
+
+
 def write_ply(path: str | os.PathLike, cloud, rgb: np.ndarray | None = None,
               labels: np.ndarray | None = None) -> int:
     """Write the finite points as a binary little-endian PLY; returns the number written.

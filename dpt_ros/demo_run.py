@@ -25,7 +25,7 @@ import rclpy
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, PointCloud2
 
-from dpt_ros.cloud import write_ply
+from dpt_ros.cloud import from_pointcloud2, write_ply
 from dpt_ros.colorize import colorize_depth
 from dpt_ros.msg import InferenceStats, LabelInfo
 
@@ -113,16 +113,7 @@ class Recorder:
 
     def on_points(self, msg: PointCloud2) -> None:
         self.count("points")
-        offsets = {field.name: field.offset for field in msg.fields}
-        dtype = np.dtype({"names": ["x", "y", "z", "rgb"],
-                          "formats": ["<f4", "<f4", "<f4", "<u4"],
-                          "offsets": [offsets["x"], offsets["y"], offsets["z"], offsets["rgb"]],
-                          "itemsize": msg.point_step})
-        points = np.frombuffer(bytes(msg.data), dtype=dtype)
-        xyz = np.stack([points["x"], points["y"], points["z"]], axis=-1)
-        packed = points["rgb"]
-        rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=-1).astype(np.uint8)
-        write_ply(self.output / "cloud.ply", xyz, rgb=rgb)
+        write_ply(self.output / "cloud.ply", from_pointcloud2(msg))
 
     def on_stats(self, msg: InferenceStats) -> None:
         self.count("stats")

@@ -87,6 +87,12 @@ _PALETTE_ROWS = (
 ADE20K_PALETTE: np.ndarray = np.array(_PALETTE_ROWS, dtype=np.uint8)
 ADE20K_PALETTE.flags.writeable = False  # shared module constant
 
+#: The palette as 0x00RRGGBB integers, the form LabelInfo.colors carries.
+ADE20K_COLORS_PACKED: np.ndarray = ((ADE20K_PALETTE[:, 0].astype(np.uint32) << 16)
+                                    | (ADE20K_PALETTE[:, 1].astype(np.uint32) << 8)
+                                    | ADE20K_PALETTE[:, 2].astype(np.uint32))
+ADE20K_COLORS_PACKED.flags.writeable = False
+
 
 def class_name(index: int) -> str:
     """Name of class ``index``; ``"unknown"`` for IGNORE_LABEL."""

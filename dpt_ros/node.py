@@ -32,7 +32,7 @@ from dpt_ros import node_parameters as params
 from dpt_ros.cloud import to_pointcloud2
 from dpt_ros.geometry import intrinsics_from_projection
 from dpt_ros.image_codec import ImageDecodeError, array_to_image_fields, compressed_to_rgb, image_to_rgb
-from dpt_ros.labels import ADE20K_CLASSES, ADE20K_PALETTE, IGNORE_LABEL
+from dpt_ros.labels import ADE20K_CLASSES, ADE20K_COLORS_PACKED, IGNORE_LABEL
 from dpt_ros.msg import InferenceStats, LabelInfo
 from dpt_ros.pipeline import Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, process_frames
 
@@ -210,8 +210,7 @@ class DptNode(Node):
             f"{self._engine.device} {self._engine.precision} in {time.monotonic() - started:.1f} s; "
             f"depth output: {self._engine.depth_output_kind}")
 
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._wake = threading.Condition()  # guards the ports' pending frames and _reload_requested
         self._reload_requested = False
         self._running = True
         self._recent_latency_ms: collections.deque = collections.deque(maxlen=100)
@@ -449,9 +448,7 @@ class DptNode(Node):
     def _publish_label_info(self) -> None:
         if "segmentation" not in self._model_config.tasks:
             return
-        colors = array.array("I", ((ADE20K_PALETTE[:, 0].astype(np.uint32) << 16)
-                                   | (ADE20K_PALETTE[:, 1].astype(np.uint32) << 8)
-                                   | ADE20K_PALETTE[:, 2].astype(np.uint32)).tolist())
+        colors = array.array("I", ADE20K_COLORS_PACKED.tolist())
         info = LabelInfo(model_variant=self._model_config.segmentation_variant or self._model_config.variant,
                          class_names=list(ADE20K_CLASSES), colors=colors, ignore_id=IGNORE_LABEL)
         info.header.stamp = self.get_clock().now().to_msg()

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from dpt_ros.cloud import PackedCloud, pack_cloud, to_pointcloud2, write_ply
+from dpt_ros.cloud import PackedCloud, from_pointcloud2, pack_cloud, to_pointcloud2, write_ply
 from dpt_ros.geometry import depth_to_xyz, intrinsics_from_projection
 
 NAN = float("nan")
@@ -157,6 +157,9 @@ def test_to_pointcloud2_rosbags_round_trip_through_cdr():
     assert back.is_dense is False and back.is_bigendian is False
     got_xyz, got_rgb, got_labels = decode(back.data, 4, 6, 20, True, True)
     np.testing.assert_array_equal(got_xyz, depth_to_xyz(depth, *K))
+    read = from_pointcloud2(back)
+    assert (read.height, read.width, read.point_step, read.row_step, read.fields) == (4, 6, 20, 120, packed.fields)
+    np.testing.assert_array_equal(read.data, packed.data)
     np.testing.assert_array_equal(got_rgb, rgb)
     np.testing.assert_array_equal(got_labels, labels)
 
@@ -176,6 +179,17 @@ def test_to_pointcloud2_rclpy_messages():
     got_xyz, got_rgb, got_labels = decode(msg.data, 4, 6, 20, True, True)
     np.testing.assert_array_equal(got_rgb, rgb)
     np.testing.assert_array_equal(got_labels, labels)
+    read = from_pointcloud2(msg)  # byte-exact (NaN points compare unequal as values)
+    assert read.fields == packed.fields and read.data.tobytes() == packed.data.tobytes()
+    assert read.points().shape == (4, 6)
+
+
+def test_from_pointcloud2_refuses_fields_it_cannot_read():
+    from sensor_msgs.msg import PointCloud2, PointField
+    msg = PointCloud2(height=1, width=1, point_step=8, row_step=8, data=bytes(8),
+                      fields=[PointField(name="intensity", offset=0, datatype=PointField.FLOAT64, count=1)])
+    with pytest.raises(ValueError, match="intensity"):
+        from_pointcloud2(msg)
 
 
 def read_ply(path):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from dpt_ros.colorize import blend, colorize_depth, colorize_labels
-from dpt_ros.labels import ADE20K_CLASSES, ADE20K_PALETTE, IGNORE_LABEL, NUM_CLASSES, class_name
+from dpt_ros.labels import (ADE20K_CLASSES, ADE20K_COLORS_PACKED, ADE20K_PALETTE, IGNORE_LABEL, NUM_CLASSES,
+                            class_name)
 
 
 def test_class_names_follow_object_info_150():
@@ -115,3 +116,11 @@ def test_blend_weights_and_mask():
         blend(image, overlay[:1], 0.5)
     with pytest.raises(ValueError, match="mask must be"):
         blend(image, overlay, 0.5, mask=np.ones((3, 3), bool))
+
+
+def test_packed_colors_are_the_palette_as_0x00rrggbb():
+    assert ADE20K_COLORS_PACKED.dtype == np.uint32 and ADE20K_COLORS_PACKED.shape == (150,)
+    assert ADE20K_COLORS_PACKED[0] == 0x787878  # wall (120, 120, 120)
+    for index in (2, 12, 149):
+        r, g, b = (int(v) for v in ADE20K_PALETTE[index])
+        assert ADE20K_COLORS_PACKED[index] == (r << 16) | (g << 8) | b
