@@ -410,7 +410,8 @@ class InferenceEngine:
         return groups
 
     def _network_batch(self, runner, uploaded, indices, net_size, bgr) -> torch.Tensor:
-        """uint8 HWC on the device -> normalized float32 NCHW at ``net_size``."""
+        """uint8 HWC on the device -> normalized float32 (B, 3, H, W) at ``net_size``, stored in the
+        engine's memory format (channels_last by default) so the forward pass needs no copy."""
         # Rows of one uploaded tensor (images of one input size) are resized together.
         groups: dict[int, tuple[torch.Tensor, list[int], list[int]]] = {}
         for index in indices:
@@ -433,11 +434,10 @@ class InferenceEngine:
         batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         if order != list(indices):  # back to the caller's order (pieces were grouped by size)
             batch = batch[[order.index(i) for i in indices]]
-        return (batch * runner.scale + runner.offset).contiguous()
+        return (batch * runner.scale + runner.offset).contiguous(memory_format=self._memory_format)
 
     def _forward(self, runner: _TaskRunner, batch: torch.Tensor) -> torch.Tensor:
         dtype = PRECISIONS[self._precision]
-        batch = batch.contiguous(memory_format=self._memory_format)
         with torch.autocast(self._device.type, dtype=dtype, enabled=dtype != torch.float32):
             output = runner.model(batch)
         return output.float()
