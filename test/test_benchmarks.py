@@ -44,7 +44,6 @@ def table_rows(stdout: str, first_header: str) -> tuple[list[str], list[list[str
 
 @pytest.mark.timeout(180)
 def test_model_benchmark_quick_on_the_tiny_variant(tmp_path):
-    pytest.importorskip("transformers")
     out = tmp_path / "rows.json"
     result = run_script("model.py", "--variants", "dpt_tiny", "--quick", "--device", "cpu",
                         "--precisions", "fp32,bf16", "--json", str(out), timeout=170)
@@ -80,9 +79,7 @@ def test_model_benchmark_quick_on_the_tiny_variant(tmp_path):
 @pytest.mark.ros
 @pytest.mark.timeout(240)
 def test_node_benchmark_quick(tmp_path):
-    install = REPO / "install" / "dpt_ros" / "lib" / "dpt_ros" / "dpt_node"
-    if not install.exists():
-        pytest.skip("no colcon install space (make setup)")
+    # marked ros: without the colcon install space make test fails (conftest), it never skips here
     out = tmp_path / "node.json"
     result = run_script("node.py", "--quick", "--device", "cpu", "--json", str(out), timeout=230)
 

@@ -10,14 +10,14 @@ at its position-embedding size); for non-square inputs its ViT parts are driven 
 import pytest
 import torch
 
-pytest.importorskip("transformers")
+import transformers  # noqa: F401  (test-only reference, in requirements.txt: missing it must fail, not skip)
 
-from dpt_ros.depth import relative_to_metric  # noqa: E402
-from dpt_ros.model import DPT, VARIANTS, build_model, checkpoint_layouts, to_hf_state_dict  # noqa: E402
-from dpt_ros.model import to_original_state_dict  # noqa: E402
-from dpt_ros.model.random_init import randomize_  # noqa: E402
-from dpt_ros.model.testing import tiny_model  # noqa: E402
-from dpt_ros.model.variants import HYBRID  # noqa: E402
+from dpt_ros.depth import relative_to_metric
+from dpt_ros.model import DPT, VARIANTS, build_model, checkpoint_layouts, to_hf_state_dict
+from dpt_ros.model import to_original_state_dict
+from dpt_ros.model.random_init import randomize_
+from dpt_ros.model.testing import tiny_model
+from dpt_ros.model.variants import HYBRID
 
 TOLERANCE = 1e-5
 
