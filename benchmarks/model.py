@@ -13,6 +13,13 @@ the same.
     python benchmarks/model.py                               # large + hybrid, defaults per device
     python benchmarks/model.py --variants dpt_tiny --quick   # seconds, a smoke test
     python benchmarks/model.py --device cuda --precisions bf16 --batches 1 --runs 100
+    python benchmarks/model.py --device cuda --compile cuda_graph   # ours through CUDA-graph replay
+
+Ours runs through ``dpt_ros.model_runner.ModelRunner``, the object InferenceEngine runs the model
+with, in the ``--compile`` mode (off = eager, torch_compile, cuda_graph); the first call of a
+compiled or captured shape is untimed and its cost printed.  transformers always runs eagerly.
+When fp32 rows are present, a second table compares transformers' eager fp32 with ours at each
+precision (the "3x transformers eager fp32" target).
 
 On CUDA the table also gives the fraction of the FLOP floor reached: the multiply-adds of the
 network (counted by torch's FlopCounterMode on a storage-less copy: DPT-Large depth 384x384 =
@@ -36,6 +43,7 @@ use_checkout()
 
 from dpt_ros.model import DPT, build_model, get_model_spec, to_hf_state_dict  # noqa: E402
 from dpt_ros.model.variants import HYBRID  # noqa: E402
+from dpt_ros.model_runner import COMPILE_MODES, ModelRunner  # noqa: E402
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # H100 SXM dense bf16/fp16 tensor-core peak is ~990 TFLOPS; 800 is a sustained figure.  For fp32
@@ -56,6 +64,7 @@ class Row:
     ours_p90_ms: float
     theirs_p50_ms: float
     theirs_p90_ms: float
+    compile_mode: str  # ours: what ran (ModelRunner.status)
     speedup: float  # theirs p50 / ours p50: > 1 means ours is faster
     max_abs_diff: float
     max_abs_theirs: float
@@ -93,6 +102,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: %(default)s); transformers always runs its default (contiguous)")
     parser.add_argument("--hf-attention", choices=("sdpa", "eager"), default="sdpa",
                         help="transformers' attention implementation (its default is sdpa)")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                        help="how OUR forward runs: off (eager), torch_compile or cuda_graph (CUDA only; "
+                        "falls back to eager elsewhere, as the node does) (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -231,14 +243,20 @@ def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: to
     ours = ours.to(memory_format=memory_format)
     x_ours = x.contiguous(memory_format=memory_format)
 
+    runner = ModelRunner(ours, args.compile, device, dtype, warn=lambda text: print(f"#   {text}", flush=True),
+                         name=f"{spec.name} {precision}")
+
     def run_ours():
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return ours(x_ours)
+        with torch.inference_mode():
+            return runner(x_ours)
 
     def run_theirs():
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             return theirs_output(theirs(pixel_values=x), is_seg)
 
+    if args.compile != "off":
+        first_ms, _ = timed_call(run_ours, device)
+        print(f"#   {precision} batch {batch}: first call ({runner.status}) {first_ms / 1e3:.1f} s", flush=True)
     ours_out = theirs_out = None
     for _ in range(args.warmup):
         ours_warm_ms, ours_out = timed_call(run_ours, device)
@@ -264,7 +282,7 @@ def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: to
         variant=spec.variant.name, task=spec.task.task, precision=precision, batch=batch, size=args.size,
         ours_p50_ms=ours_p50, ours_p90_ms=percentile(ours_ms, 90),
         theirs_p50_ms=theirs_p50, theirs_p90_ms=percentile(theirs_ms, 90),
-        speedup=theirs_p50 / ours_p50, max_abs_diff=diff, max_abs_theirs=scale, gmac=gmac,
+        compile_mode=runner.status, speedup=theirs_p50 / ours_p50, max_abs_diff=diff, max_abs_theirs=scale, gmac=gmac,
         ours_floor_fraction=floor_ms / ours_p50 if on_cuda else math.nan,
         theirs_floor_fraction=floor_ms / theirs_p50 if on_cuda else math.nan,
         ours_runs_ms=ours_ms, theirs_runs_ms=theirs_ms)
@@ -279,7 +297,7 @@ def environment(args, device: torch.device) -> dict:
     return dict(
         device=str(device), device_name=name, cpu_threads=torch.get_num_threads(), torch=torch.__version__,
         timm=timm.__version__, transformers=transformers.__version__, hf_attention=args.hf_attention,
-        size=args.size, runs=args.runs, warmup=args.warmup, peak_tflops=args.peak_tflops,
+        compile=args.compile, size=args.size, runs=args.runs, warmup=args.warmup, peak_tflops=args.peak_tflops,
         date=time.strftime("%Y-%m-%d %H:%M:%S"), command=" ".join(["python", "benchmarks/model.py"] + sys.argv[1:]))
 
 
@@ -309,6 +327,17 @@ def table(rows, on_cuda: bool) -> str:
     return format_table(headers, lines)
 
 
+def against_theirs_fp32(rows) -> str:
+    """transformers' eager fp32 p50 / ours p50 at every precision, per variant/task/batch: the
+    speed a user gets by switching from running transformers' DPT as shipped to this package."""
+    fp32 = {(r.variant, r.task, r.batch): r.theirs_p50_ms for r in rows if r.precision == "fp32"}
+    lines = [[r.variant, r.task, r.batch, r.precision, r.compile_mode, fp32[(r.variant, r.task, r.batch)],
+              r.ours_p50_ms, fp32[(r.variant, r.task, r.batch)] / r.ours_p50_ms]
+             for r in rows if (r.variant, r.task, r.batch) in fp32]
+    return format_table(["variant", "task", "batch", "ours prec", "ours ran", "theirs fp32 p50", "ours p50",
+                         "theirs fp32/ours"], lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -317,7 +346,7 @@ def main(argv=None) -> int:
     env = environment(args, device)
     print(f"# model benchmark {env['date']}: {env['device']} ({env['device_name']}), {env['cpu_threads']} CPU "
           f"threads, torch {env['torch']}, timm {env['timm']}, transformers {env['transformers']} "
-          f"(attention: {args.hf_attention})")
+          f"(attention: {args.hf_attention}); ours: compile {args.compile}")
     budget = f" (fewer, >= {MIN_RUNS}, past {args.row_budget_s:g} s a row)" if args.row_budget_s > 0 else ""
     print(f"# input {args.size}x{args.size}, {args.warmup} warm-up + {args.runs} timed runs per side{budget}, "
           "alternating; times in ms; theirs/ours > 1 means ours is faster")
@@ -345,6 +374,9 @@ def main(argv=None) -> int:
 
     print()
     print(table(rows, device.type == "cuda"))
+    if any(r.precision == "fp32" for r in rows):
+        print()
+        print(against_theirs_fp32(rows))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(environment=env, rows=[dataclasses.asdict(r) for r in rows]), fh, indent=1)

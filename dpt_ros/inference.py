@@ -16,11 +16,13 @@ import contextlib
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from dpt_ros.model_runner import COMPILE_MODES, ModelRunner
 
 TASKS = ("depth", "segmentation")
 DEPTH_OUTPUT_KINDS = ("relative_inverse_depth", "metric_depth")
@@ -157,6 +159,7 @@ class _TaskRunner:
     """One task's model and preprocessing constants (already on the engine's device)."""
 
     model: torch.nn.Module
+    forward: ModelRunner  # model's forward: eager, torch.compile or CUDA graphs, float32 out
     input_size: tuple[int, int]  # (height, width) the network was trained at
     scale: torch.Tensor  # per-channel 1 / (255 * std), shape (1, 3, 1, 1)
     offset: torch.Tensor  # per-channel -mean / std, shape (1, 3, 1, 1)
@@ -167,6 +170,10 @@ class InferenceEngine:
 
     The models are moved to ``device`` and put in eval mode with gradients off.  Each call to
     ``infer`` runs one forward per task per group of images sharing a network size.
+
+    ``compile_mode``: "off" (eager), "torch_compile" or "cuda_graph" (CUDA only), both specialised
+    per input shape (see dpt_ros.model_runner); an accelerated mode that cannot work falls back to
+    eager and says why through ``warn`` (default: the ``logging`` module), see ``compile_status``.
     """
 
     def __init__(
@@ -182,6 +189,8 @@ class InferenceEngine:
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         channels_last: bool = True,
+        compile_mode: str = "off",
+        warn: Callable[[str], None] | None = None,
     ):
         if depth_model is None and segmentation_model is None:
             raise ValueError("InferenceEngine needs a depth model, a segmentation model, or both")
@@ -195,6 +204,10 @@ class InferenceEngine:
         # fp32 (benchmarks/NOTES.md); the transformer's linear layers are unaffected.
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._depth_output_kind = depth_output_kind
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile_mode {compile_mode!r}: expected one of {COMPILE_MODES}")
+        self._compile_mode = compile_mode
+        self._warn = warn
         self._tasks: dict[str, _TaskRunner] = {}
         for task, model, input_size in (
             ("depth", depth_model, depth_input_size),
@@ -214,6 +227,8 @@ class InferenceEngine:
         # (x/255 - mean)/std folded into one multiply-add: x * scale + offset.
         return _TaskRunner(
             model=model,
+            forward=ModelRunner(model, self._compile_mode, self._device, PRECISIONS[self._precision],
+                                warn=self._warn, name=f"{task} model"),
             input_size=input_size,
             scale=(1.0 / (255.0 * std_t)).to(self._device),
             offset=(-mean_t / std_t).to(self._device),
@@ -231,6 +246,8 @@ class InferenceEngine:
         precision: str = "fp32",
         input_size: int | None = None,
         channels_last: bool = True,
+        compile_mode: str = "off",
+        warn: Callable[[str], None] | None = None,
     ) -> "InferenceEngine":
         """Build the models of a registered variant (``dpt_ros.model.VARIANTS``).
 
@@ -238,7 +255,8 @@ class InferenceEngine:
         init); segmentation uses ``segmentation_weights``, or ``weights`` when segmentation is
         the only task.  ``segmentation_variant`` lets a metric depth variant (which has no
         segmentation head) be paired with another variant's segmentation model.
-        ``input_size`` overrides the variants' network size for every task.
+        ``input_size`` overrides the variants' network size for every task.  ``compile_mode`` and
+        ``warn``: see the constructor.
         """
         from dpt_ros.model import VARIANTS, build_model
 
@@ -278,6 +296,8 @@ class InferenceEngine:
             device=device,
             precision=precision,
             channels_last=channels_last,
+            compile_mode=compile_mode,
+            warn=warn,
             depth_input_size=input_size or (depth_spec.input_size if depth_spec else 384),
             segmentation_input_size=input_size
             or (segmentation_spec.input_size if segmentation_spec else 480),
@@ -304,6 +324,16 @@ class InferenceEngine:
     @property
     def precision(self) -> str:
         return self._precision
+
+    @property
+    def compile_mode(self) -> str:
+        return self._compile_mode
+
+    @property
+    def compile_status(self) -> dict[str, str]:
+        """Per task, what executes the forward pass now ("eager", "torch_compile", "cuda_graph", or
+        "eager (<mode> fell back: <reason>)")."""
+        return {task: runner.forward.status for task, runner in self._tasks.items()}
 
     @property
     def depth_output_kind(self) -> str:
@@ -437,10 +467,7 @@ class InferenceEngine:
         return (batch * runner.scale + runner.offset).contiguous(memory_format=self._memory_format)
 
     def _forward(self, runner: _TaskRunner, batch: torch.Tensor) -> torch.Tensor:
-        dtype = PRECISIONS[self._precision]
-        with torch.autocast(self._device.type, dtype=dtype, enabled=dtype != torch.float32):
-            output = runner.model(batch)
-        return output.float()
+        return runner.forward(batch)
 
     def _store_depth(self, output, images, indices, results) -> None:
         if output.ndim == 4 and output.shape[1] == 1:

@@ -64,6 +64,7 @@ class ModelConfig:
     segmentation_weights: str
     device: str
     precision: str
+    compile: str
     input_size: int
 
 
@@ -89,12 +90,21 @@ def build_engine(config: ModelConfig, logger):
             config.variant, tasks=config.tasks, weights=depth_weights,
             segmentation_variant=segmentation_variant,
             segmentation_weights=segmentation_weights, device=config.device, precision=config.precision,
-            input_size=config.input_size or None)
+            input_size=config.input_size or None, compile_mode=config.compile, warn=logger.warning)
     except ModelLoadError:
         raise
     except Exception as error:  # any failure to build/load is reported the same way
         raise ModelLoadError(f"cannot load model {config.variant!r} ({', '.join(config.tasks)}): "
                              f"{type(error).__name__}: {error}") from error
+
+
+def _describe_compile(engine) -> str:
+    """"eager", "cuda_graph", ... or "depth: ..., segmentation: ..." when the tasks differ (a fallback
+    can hit one model only)."""
+    statuses = engine.compile_status
+    if len(set(statuses.values())) == 1:
+        return next(iter(statuses.values()))
+    return ", ".join(f"{task}: {status}" for task, status in statuses.items())
 
 
 def _descriptor(spec: params.ParameterSpec) -> ParameterDescriptor:
@@ -208,7 +218,7 @@ class DptNode(Node):
         self.get_logger().info(
             f"loaded {self._model_config.variant} ({', '.join(self._model_config.tasks)}) on "
             f"{self._engine.device} {self._engine.precision} in {time.monotonic() - started:.1f} s; "
-            f"depth output: {self._engine.depth_output_kind}")
+            f"depth output: {self._engine.depth_output_kind}; forward: {_describe_compile(self._engine)}")
 
         self._wake = threading.Condition()  # guards the ports' pending frames and _reload_requested
         self._reload_requested = False
@@ -244,7 +254,7 @@ class DptNode(Node):
             segmentation_variant=self._param("model.segmentation_variant"),
             segmentation_weights=self._param("model.segmentation_weights"),
             device=self._param("device"), precision=self._param("precision"),
-            input_size=self._param("input_size"))
+            compile=self._param("compile"), input_size=self._param("input_size"))
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         for change in changes:
@@ -314,7 +324,8 @@ class DptNode(Node):
             return
         self._engine, self._model_config = engine, config
         self._publish_label_info()
-        self.get_logger().info(f"now running {config.variant} ({', '.join(config.tasks)}) on {engine.device}")
+        self.get_logger().info(f"now running {config.variant} ({', '.join(config.tasks)}) on {engine.device} "
+                               f"{engine.precision}; forward: {_describe_compile(engine)}")
 
     def _camera_info_for(self, port: CameraPort, header) -> CameraInfo | None:
         infos = list(port.camera_infos)
@@ -475,6 +486,7 @@ class DptNode(Node):
                 values=[KeyValue(key=k, value=str(v)) for k, v in (
                     ("variant", self._model_config.variant), ("tasks", ",".join(self._model_config.tasks)),
                     ("device", self._engine.device), ("precision", self._engine.precision),
+                    ("compile", _describe_compile(self._engine)),
                     ("image_topic", port.image_topic),
                     ("rate_hz", f"{rate:.2f}"), ("latency_p50_ms", f"{p50:.1f}"),
                     ("frames_received", counters.get("received", 0)),

@@ -26,13 +26,13 @@ def run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedPro
     return result
 
 
-def table_rows(stdout: str, first_header: str) -> tuple[list[str], list[list[str]]]:
-    """Header cells and data rows of the table whose header line starts with ``first_header``
-    (columns separated by two or more spaces)."""
+def table_rows(stdout: str, first_header: str, containing: str = "") -> tuple[list[str], list[list[str]]]:
+    """Header cells and data rows of the first table whose header line starts with ``first_header``
+    and contains ``containing`` (columns separated by two or more spaces)."""
     import re
 
     lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_header) and containing in line)
     split = lambda line: re.split(r"\s{2,}", line.strip())  # noqa: E731
     rows = []
     for line in lines[start + 2:]:  # skip the rule under the header
@@ -74,6 +74,16 @@ def test_model_benchmark_quick_on_the_tiny_variant(tmp_path):
     assert 0 < by_precision["bf16"]["max_abs_diff"] <= 0.05 * by_precision["bf16"]["max_abs_theirs"]
     # the MAC count (FlopCounterMode on meta) is a real, positive number for the tiny net at 384
     assert 0.5 < by_precision["fp32"]["gmac"] < 5
+    assert {row["compile_mode"] for row in data["rows"]} == {"eager"}
+
+    # second table: transformers' eager fp32 against ours at each precision
+    headers, rows = table_rows(result.stdout, "variant", containing="theirs fp32/ours")
+    assert [row[3] for row in rows] == ["fp32", "bf16"]
+    ratio = headers.index("theirs fp32/ours")
+    theirs_fp32 = by_precision["fp32"]["theirs_p50_ms"]
+    for row in rows:
+        expected = theirs_fp32 / by_precision[row[3]]["ours_p50_ms"]
+        assert float(row[ratio]) == pytest.approx(expected, rel=0.01, abs=0.01)
 
 
 @pytest.mark.ros

@@ -241,6 +241,29 @@ def test_parameter_changes_take_effect_at_run_time(rig):
     assert rig.process.poll() is None
 
 
+def test_compile_mode_falls_back_cleanly_where_it_cannot_work(rig):
+    """compile:=cuda_graph on a CPU node: the model reloads, the node warns once why it runs eagerly,
+    keeps publishing, and reports what runs in /diagnostics; a mode that does not exist is refused."""
+    rejected = set_parameters(rig, compile="tensorrt")
+    assert not rejected[0].successful and "compile" in rejected[0].reason
+
+    assert all(r.successful for r in set_parameters(rig, compile="cuda_graph"))
+    rig.wait_for(lambda: "forward: eager (cuda_graph fell back" in rig.log.read_text(), 60, "the reload")
+    for seq in (30, 31):
+        send_frame(rig, seq)
+        wait_processed(rig, 1000 + seq)
+        by_stamp(rig, "depth/image", 1000 + seq)
+    text = rig.log.read_text()
+    warnings = [line for line in text.splitlines() if "cuda_graph is not usable, running eagerly" in line]
+    assert len(warnings) == 1 and "WARN" in warnings[0] and "needs a CUDA device" in warnings[0], text
+
+    def compile_value():
+        statuses = [s for m in rig.messages("/diagnostics") for s in m.status if s.name.startswith("dpt_node")]
+        return {kv.key: kv.value for kv in statuses[-1].values}.get("compile", "") if statuses else ""
+    rig.wait_for(lambda: compile_value().startswith("eager (cuda_graph fell back"), 30, "diagnostics compile")
+    assert rig.process.poll() is None
+
+
 def test_model_that_cannot_load_exits_with_one_clear_error(tmp_path):
     from support.ros_harness import start_executable
 

@@ -59,3 +59,11 @@ def test_readme_documents_every_parameter_with_its_default():
 ])
 def test_empty_segmentation_variant_means_the_same_backbone(variant, expected):
     assert params.segmentation_variant_for(variant) == expected
+
+
+def test_compile_choices_are_the_engines_modes():
+    from dpt_ros.model_runner import COMPILE_MODES
+
+    assert params.PARAMETERS_BY_NAME["compile"].choices == COMPILE_MODES
+    assert params.validate("compile", "cuda_graph") is None
+    assert "compile must be one of off, torch_compile, cuda_graph" in params.validate("compile", "tensorrt")
