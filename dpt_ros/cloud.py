@@ -9,8 +9,9 @@ Point layout (little-endian), matching what PCL and RViz expect:
     next      label  UINT8 (ADE20K class index, 255 = unknown)
     point_step is rounded up to a multiple of 4 so every float stays 4-byte aligned.
 
-Packing writes whole columns through numpy views of one structured array: no per-point Python.
-Message classes are passed in, so this module never imports ROS.
+Packing writes whole (H, W, k) blocks through views of one byte buffer: no per-point Python; for
+points on a GPU the block is filled there and copied to the host once.  Message classes are
+passed in, so this module never imports ROS.
 """
 from __future__ import annotations
 
@@ -79,29 +80,32 @@ def _layout(with_rgb: bool, with_labels: bool) -> tuple[list[tuple[str, int, int
     return fields, point_step
 
 
-def pack_cloud(xyz: np.ndarray, rgb: np.ndarray | None = None, labels: np.ndarray | None = None,
-               stride: int = 1) -> PackedCloud:
+def pack_cloud(xyz, rgb=None, labels=None, stride: int = 1) -> PackedCloud:
     """Pack (H, W, 3) float32 points, optional (H, W, 3) uint8 RGB and (H, W) uint8 labels.
 
-    The cloud stays organized: with ``stride`` > 1 every stride-th row and column is kept
-    (height = ceil(H / stride), width = ceil(W / stride)).  NaN points are kept as NaN, so
-    ``is_dense`` is False.
+    Inputs are numpy arrays, or torch tensors on one device (a GPU: the points are interleaved
+    there and only the finished cloud crosses to the host, in one copy).  Arrays are packed with
+    numpy: single-threaded, it keeps its speed on loaded cores where torch's CPU kernels do not
+    (benchmarks/NOTES.md).  The cloud stays organized: with ``stride`` > 1 every stride-th row and
+    column is kept (height = ceil(H / stride), width = ceil(W / stride)).  NaN points are kept as
+    NaN, so ``is_dense`` is False.
     """
-    xyz = np.asarray(xyz)
+    on_torch = _is_tensor(xyz)
+    if not on_torch:
+        xyz, rgb, labels = (np.asarray(a) if a is not None else None for a in (xyz, rgb, labels))
     if xyz.ndim != 3 or xyz.shape[2] != 3:
-        raise ValueError(f"xyz must be (H, W, 3), got {xyz.shape}")
+        raise ValueError(f"xyz must be (H, W, 3), got {tuple(xyz.shape)}")
     if rgb is not None:
-        rgb = np.asarray(rgb)
-        if rgb.shape != xyz.shape or rgb.dtype != np.uint8:
-            raise ValueError(f"rgb must be uint8 {xyz.shape}, got {rgb.dtype} {rgb.shape}")
+        if tuple(rgb.shape) != tuple(xyz.shape) or str(rgb.dtype).replace("torch.", "") != "uint8":
+            raise ValueError(f"rgb must be uint8 {tuple(xyz.shape)}, got {str(rgb.dtype).replace('torch.', '')} "
+                             f"{tuple(rgb.shape)}")
     if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != xyz.shape[:2]:
-            raise ValueError(f"labels must be {xyz.shape[:2]}, got {labels.shape}")
-        if labels.dtype != np.uint8:
-            if labels.size and (labels.min() < 0 or labels.max() > 255):
+        if tuple(labels.shape) != tuple(xyz.shape[:2]):
+            raise ValueError(f"labels must be {tuple(xyz.shape[:2])}, got {tuple(labels.shape)}")
+        if str(labels.dtype).replace("torch.", "") != "uint8":
+            if labels.shape[0] * labels.shape[1] and (int(labels.min()) < 0 or int(labels.max()) > 255):
                 raise ValueError("labels must fit in uint8 (0..149, 255 = unknown)")
-            labels = labels.astype(np.uint8)
+            labels = labels.to(_torch().uint8) if on_torch else labels.astype(np.uint8)
 
     xyz = decimate(xyz, stride)
     rgb = decimate(rgb, stride) if rgb is not None else None
@@ -109,27 +113,48 @@ def pack_cloud(xyz: np.ndarray, rgb: np.ndarray | None = None, labels: np.ndarra
     height, width = xyz.shape[:2]
 
     fields, point_step = _layout(rgb is not None, labels is not None)
-    # The structured array defines the layout; it is filled through two plain views of its
-    # bytes (uint8 per byte, float32 per 4 bytes - point_step is a multiple of 4), which lets
-    # numpy copy whole (H, W, k) blocks instead of one field at a time.  It lives in a zeroed
-    # bytearray (padding bytes are deterministic) that rclpy can take without a further copy.
+    # The points live in a zeroed bytearray (padding bytes are deterministic) that rclpy takes
+    # without a further copy.  It is filled through two views of one (H, W, point_step) byte
+    # block - bytes, and float32 per 4 bytes (point_step is a multiple of 4) - so whole (H, W, k)
+    # blocks are copied at once.  For tensors the block is built on their device, then copied
+    # to the bytearray in one transfer.
     buffer = bytearray(height * width * point_step)
-    points = np.frombuffer(buffer, dtype=_dtype_for(fields, point_step)).reshape(height, width)
-    raw = points.view(np.uint8).reshape(height, width, point_step)
-    floats = raw.view("<f4")
-    floats[:, :, 0:3] = xyz
-    offset = 12
-    if rgb is not None:
-        # 0x00RRGGBB little-endian is the byte sequence B, G, R, 0.
-        raw[:, :, offset] = rgb[:, :, 2]
-        raw[:, :, offset + 1] = rgb[:, :, 1]
-        raw[:, :, offset + 2] = rgb[:, :, 0]
-        offset += 4
-    if labels is not None:
-        raw[:, :, offset] = labels
+    host = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, point_step)
+    if on_torch:
+        torch = _torch()
+        block = torch.zeros((height, width, point_step), dtype=torch.uint8, device=xyz.device)
+        _interleave(block, block.view(torch.float32), xyz.to(torch.float32),
+                    rgb.flip(-1) if rgb is not None else None, labels)
+        if buffer:
+            torch.from_numpy(host).copy_(block)
+    else:
+        _interleave(host, host.view("<f4"), xyz, rgb[:, :, ::-1] if rgb is not None else None, labels)
     return PackedCloud(
         height=height, width=width, point_step=point_step, row_step=width * point_step,
-        fields=fields, data=raw.reshape(-1), is_dense=False, is_bigendian=False, _buffer=buffer)
+        fields=fields, data=host.reshape(-1), is_dense=False, is_bigendian=False, _buffer=buffer)
+
+
+def _interleave(block, floats, xyz, bgr, labels) -> None:
+    """Write the fields into ``block`` (H, W, point_step) bytes / ``floats`` (its float32 view):
+    numpy arrays or torch tensors alike (the same slicing)."""
+    floats[:, :, 0:3] = xyz
+    offset = 12
+    if bgr is not None:
+        # 0x00RRGGBB little-endian is the byte sequence B, G, R, 0.
+        block[:, :, offset:offset + 3] = bgr
+        offset += 4
+    if labels is not None:
+        block[:, :, offset] = labels
+
+
+def _is_tensor(values) -> bool:
+    return type(values).__module__.startswith("torch")
+
+
+def _torch():
+    import torch
+
+    return torch
 
 
 def _is_rclpy_class(cls) -> bool:

@@ -45,11 +45,15 @@ class InferenceResult:
     segmentation is off.
     ``timings_ms``: wall time of the "preprocess", "inference" and "postprocess" stages of the
     ``infer`` call that produced this result (images batched together share one set of timings).
+    ``on_device``: only with ``infer(..., keep_on_device=True)``: the same data as torch tensors on
+    the engine's device - "image" (H, W, 3) uint8 RGB input, "depth", "labels" - so outputs derived
+    from them (metric depth, point cloud) can be computed there and copied back once, finished.
     """
 
     depth: np.ndarray | None = None
     labels: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    on_device: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -367,13 +371,15 @@ class InferenceEngine:
         return self._network_batch(runner, uploaded, list(range(len(images))), sizes.pop(), bgr)
 
     @torch.inference_mode()
-    def infer(self, images, bgr: bool = False, tasks: Sequence[str] | None = None) -> list[InferenceResult]:
+    def infer(self, images, bgr: bool = False, tasks: Sequence[str] | None = None,
+              keep_on_device: bool = False) -> list[InferenceResult]:
         """Run the enabled tasks on ``images`` (one (H, W, 3) uint8 array or a list of them).
 
         ``bgr=True`` when the arrays are in BGR channel order (OpenCV, ROS bgr8); the swap happens
         on the device.  ``tasks`` restricts the run to some enabled tasks (None = all): the node
         skips a model whose outputs nobody subscribes to.  Returns one InferenceResult per image,
-        in order; a task not run leaves its field None.
+        in order; a task not run leaves its field None.  ``keep_on_device`` also returns the
+        device tensors (``InferenceResult.on_device``).
         """
         if tasks is not None:
             unknown = [task for task in tasks if task not in self._tasks]
@@ -384,6 +390,9 @@ class InferenceEngine:
         clock = _StageClock(self._device)
         with clock.measure("preprocess"):
             uploaded = self._upload(images)
+        if keep_on_device:
+            for result, (tensor, row) in zip(results, uploaded):
+                result.on_device["image"] = tensor[row].flip(-1) if bgr else tensor[row]
         for task, runner in self._tasks.items():
             if tasks is not None and task not in tasks:
                 continue
@@ -394,9 +403,9 @@ class InferenceEngine:
                     output = self._forward(runner, batch)
                 with clock.measure("postprocess"):
                     if task == "depth":
-                        self._store_depth(output, images, indices, results)
+                        self._store_depth(output, images, indices, results, keep_on_device)
                     else:
-                        self._store_labels(output, images, indices, results)
+                        self._store_labels(output, images, indices, results, keep_on_device)
         for result in results:
             result.timings_ms = dict(clock.totals_ms)
         return results
@@ -469,7 +478,7 @@ class InferenceEngine:
     def _forward(self, runner: _TaskRunner, batch: torch.Tensor) -> torch.Tensor:
         return runner.forward(batch)
 
-    def _store_depth(self, output, images, indices, results) -> None:
+    def _store_depth(self, output, images, indices, results, keep_on_device: bool) -> None:
         if output.ndim == 4 and output.shape[1] == 1:
             output = output[:, 0]
         if output.ndim != 3 or output.shape[0] != len(indices):
@@ -478,11 +487,14 @@ class InferenceEngine:
             resized = output[positions].unsqueeze(1)
             if tuple(resized.shape[-2:]) != size:
                 resized = F.interpolate(resized, size=size, mode="bicubic", align_corners=False)
-            host = resized[:, 0].cpu().numpy()
+            on_device = resized[:, 0]
+            host = on_device.cpu().numpy()
             for row, position in enumerate(positions):
                 results[indices[position]].depth = host[row]
+                if keep_on_device:
+                    results[indices[position]].on_device["depth"] = on_device[row]
 
-    def _store_labels(self, output, images, indices, results) -> None:
+    def _store_labels(self, output, images, indices, results, keep_on_device: bool) -> None:
         if output.ndim != 4 or output.shape[0] != len(indices):
             raise RuntimeError(
                 f"segmentation model returned shape {tuple(output.shape)}, expected (B, C, H, W)"
@@ -494,6 +506,8 @@ class InferenceEngine:
             host = labels.cpu().numpy()
             for row, position in enumerate(positions):
                 results[indices[position]].labels = host[row]
+                if keep_on_device:
+                    results[indices[position]].on_device["labels"] = labels[row]
 
 
 def _positions_by_size(images, indices) -> dict[tuple[int, int], list[int]]:

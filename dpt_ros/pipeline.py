@@ -3,6 +3,14 @@
 The node decides which outputs someone is listening to; this module computes exactly those, from
 the engine's raw results: metric depth (REP 118: metres, NaN where invalid), relative inverse
 depth, colour visualisations, labels, and the packed point cloud.
+
+With a GPU engine, metric depth and the point cloud are computed with torch on the device from
+the tensors the engine kept there (``infer(keep_on_device=True)``): the back-projection and the
+interleaving of x, y, z, rgb, label happen on the GPU and the finished cloud is copied to the host
+once.  With a CPU engine they are computed with numpy: single-threaded numpy keeps its speed when
+other processes load the cores, while torch's multi-threaded element-wise kernels slowed down
+up to 50x there (benchmarks/NOTES.md).  The colour visualisations (debug outputs) are made on
+the host either way.
 """
 from __future__ import annotations
 
@@ -11,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from dpt_ros.cloud import PackedCloud, pack_cloud
 from dpt_ros.colorize import blend, colorize_depth, colorize_labels
 from dpt_ros.depth import relative_to_metric
-from dpt_ros.geometry import depth_to_xyz
+from dpt_ros.geometry import depth_to_xyz, depth_to_xyz_torch
 
 
 @dataclass(frozen=True)
@@ -72,17 +81,23 @@ def metric_depth_available(depth_output_kind: str, settings: PipelineSettings) -
     return depth_output_kind == "metric_depth" or settings.depth_scale > 0.0
 
 
-def to_metric_depth(raw: np.ndarray, depth_output_kind: str, settings: PipelineSettings) -> np.ndarray:
-    """Metres with NaN for invalid pixels: non-finite, non-positive or beyond depth_max_range."""
+def to_metric_depth(raw, depth_output_kind: str, settings: PipelineSettings):
+    """Metres with NaN for invalid pixels: non-finite, non-positive or beyond depth_max_range.
+
+    ``raw`` is the engine's depth output as a numpy array (float32 numpy comes back) or a torch
+    tensor (a float32 tensor on the same device comes back); the input is never modified."""
+    is_tensor = isinstance(raw, torch.Tensor)
+    xp = torch if is_tensor else np
     if depth_output_kind == "metric_depth":
-        depth = raw.astype(np.float32, copy=True)
+        depth = raw.to(torch.float32, copy=True) if is_tensor else raw.astype(np.float32, copy=True)
     else:
-        depth = relative_to_metric(raw.astype(np.float32), settings.depth_scale, settings.depth_shift)
-        depth = depth.astype(np.float32, copy=False)
-    invalid = ~np.isfinite(depth) | (depth <= 0.0)
+        depth = relative_to_metric(raw.to(torch.float32) if is_tensor else raw.astype(np.float32, copy=False),
+                                   settings.depth_scale, settings.depth_shift)
+        depth = depth if is_tensor else depth.astype(np.float32, copy=False)
+    invalid = ~xp.isfinite(depth) | (depth <= 0.0)
     if settings.depth_max_range > 0.0:
         invalid |= depth > settings.depth_max_range
-    depth[invalid] = np.nan
+    depth[invalid] = math.nan
     return depth
 
 
@@ -109,9 +124,17 @@ def process_frames(engine, images: list[np.ndarray], settings: PipelineSettings,
                    requests: list[OutputRequest], intrinsics: list[Intrinsics | None]) -> list[FrameOutputs]:
     """Frames of several cameras through one engine call (batched per network size), then each
     frame's requested outputs at its own input resolution."""
-    results = engine.infer(images, tasks=needed_tasks(engine.tasks, requests))
+    # The device tensors are only needed for what is computed there: metric depth and clouds.
+    on_device = derives_on_device(engine) and any(request.depth_metric or request.cloud for request in requests)
+    results = engine.infer(images, tasks=needed_tasks(engine.tasks, requests), keep_on_device=on_device)
     return [_derive_outputs(engine, rgb, result, settings, request, camera)
             for rgb, result, request, camera in zip(images, results, requests, intrinsics)]
+
+
+def derives_on_device(engine) -> bool:
+    """Whether metric depth and clouds are computed with torch on the engine's device (GPU) rather
+    than with numpy on the host (CPU engine)."""
+    return engine.device.type != "cpu"
 
 
 def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: OutputRequest,
@@ -129,7 +152,8 @@ def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: Ou
             outputs.depth_relative = result.depth
         want_metric = request.depth_metric or request.cloud
         if want_metric and metric_depth_available(kind, settings):
-            outputs.depth_metric = to_metric_depth(result.depth, kind, settings)
+            metric = to_metric_depth(result.on_device.get("depth", result.depth), kind, settings)
+            outputs.depth_metric = metric.cpu().numpy() if isinstance(metric, torch.Tensor) else metric
         if request.depth_colored:
             # Near is bright either way: metres are coloured through 1/depth, and the model's
             # relative output already is inverse depth.
@@ -144,9 +168,11 @@ def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: Ou
             outputs.labels_colored = blend(rgb, colorize_labels(result.labels), settings.colored_alpha)
     if request.cloud and outputs.depth_metric is not None and intrinsics is not None:
         max_range = settings.cloud_max_range if settings.cloud_max_range > 0.0 else math.inf
-        xyz = depth_to_xyz(outputs.depth_metric, intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy,
-                           max_range=max_range)
-        outputs.cloud = pack_cloud(xyz, rgb=rgb, labels=result.labels, stride=settings.cloud_stride)
+        back_project = depth_to_xyz_torch if isinstance(metric, torch.Tensor) else depth_to_xyz
+        xyz = back_project(metric, intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, max_range=max_range)
+        # On the device path these are the engine's device tensors: the cloud is interleaved there.
+        outputs.cloud = pack_cloud(xyz, rgb=result.on_device.get("image", rgb),
+                                   labels=result.on_device.get("labels", result.labels), stride=settings.cloud_stride)
     outputs.timings_ms["postprocess"] = outputs.timings_ms.get("postprocess", 0.0) + (
         time.perf_counter() - started) * 1e3
     return outputs

@@ -508,3 +508,16 @@ def test_channels_last_path_equals_the_contiguous_fp32_path():
         scale = float(np.abs(reference.depth).max())
         assert float(np.abs(optimized.depth - reference.depth).max()) <= 1e-5 * max(scale, 1.0)
         assert (optimized.labels == reference.labels).mean() > 0.999
+
+
+@pytest.mark.parametrize("bgr", [False, True])
+def test_keep_on_device_returns_the_same_data_as_tensors(engine, bgr):
+    frames = [smooth_image(48, 64, seed=1), smooth_image(60, 80, seed=2)]
+    results = engine.infer([f[:, :, ::-1].copy() if bgr else f for f in frames], bgr=bgr, keep_on_device=True)
+    for frame, result in zip(frames, results):
+        assert set(result.on_device) == {"image", "depth", "labels"}
+        assert all(t.device == engine.device for t in result.on_device.values())
+        np.testing.assert_array_equal(result.on_device["image"].cpu().numpy(), frame)  # RGB either way
+        np.testing.assert_array_equal(result.on_device["depth"].cpu().numpy(), result.depth)
+        np.testing.assert_array_equal(result.on_device["labels"].cpu().numpy(), result.labels)
+    assert engine.infer(frames[0])[0].on_device == {}  # nothing held on the device unless asked

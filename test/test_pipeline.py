@@ -108,3 +108,62 @@ def test_a_model_nobody_listens_to_is_not_run(engine):
     assert skipped.labels is None and skipped.depth is not None
     with pytest.raises(ValueError, match="not enabled"):
         engine.infer(rgb, tasks=("normals",))
+
+
+def test_metric_depth_of_a_tensor_equals_the_array_path():
+    import torch
+
+    raw = np.array([[0.5, 2.0, np.nan], [-1.0, 40.0, 1e-3]], np.float32)
+    settings = PipelineSettings(depth_scale=0.25, depth_shift=0.05, depth_max_range=3.0)
+    tensor = torch.from_numpy(raw.copy())
+    out = to_metric_depth(tensor, "relative_inverse_depth", settings)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    np.testing.assert_array_equal(out.numpy(), to_metric_depth(raw, "relative_inverse_depth", settings))
+    np.testing.assert_array_equal(tensor.numpy(), raw)  # input untouched
+    # hand values: 1/(0.25*0.5+0.05) = 5.714 m > 3 m -> NaN; 1/(0.25*2+0.05) = 1.818 m
+    np.testing.assert_allclose(out.numpy()[0, 1], 1 / 0.55, rtol=1e-6)
+    assert np.isnan(out.numpy()[0, 0]) and np.isnan(out.numpy()[0, 2])
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_cloud_bytes_equal_host_back_projection_and_packing(engine, monkeypatch, on_device):
+    """Both derivation paths - numpy on the host (CPU engines) and torch on the engine's device
+    tensors (GPU engines; forced here on the CPU engine) - give the bytes of packing the published
+    metric depth, the input image and the published labels on the host."""
+    import dpt_ros.pipeline as pipeline
+    from dpt_ros.cloud import pack_cloud
+
+    assert pipeline.derives_on_device(engine) is False  # a CPU engine derives with numpy
+    monkeypatch.setattr(pipeline, "derives_on_device", lambda _engine: on_device)
+    kept = []
+    infer = engine.infer
+    monkeypatch.setattr(engine, "infer", lambda *a, **k: kept.append(k["keep_on_device"]) or infer(*a, **k))
+
+    rgb = scene(seed=5)
+    settings = PipelineSettings(depth_scale=0.05, depth_shift=0.2, cloud_stride=1, cloud_max_range=4.0)
+    request = OutputRequest(depth_metric=True, labels=True, cloud=True)
+    outputs = process_frame(engine, rgb, settings, request, Intrinsics(40.0, 41.0, 31.5, 23.5))
+    host_xyz = depth_to_xyz(outputs.depth_metric, 40.0, 41.0, 31.5, 23.5, max_range=4.0)
+    expected = pack_cloud(host_xyz, rgb=rgb, labels=outputs.labels)
+    assert bytes(outputs.cloud.data) == bytes(expected.data)
+    z = outputs.cloud.points()["z"]
+    assert np.isfinite(z).any() and np.isnan(z).any()  # depths span 3.4..4.7 m around the 4 m limit
+    assert kept == [on_device]
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_engine_outputs_equal_the_cpu_engine_outputs():
+    from dpt_ros.inference import InferenceEngine
+
+    engines = [InferenceEngine.from_variant("dpt_tiny", tasks=("depth", "segmentation"), device=device,
+                                            input_size=64) for device in ("cpu", "cuda")]
+    rgb = scene(seed=6)
+    settings = PipelineSettings(depth_scale=1e-3, depth_shift=0.2)
+    request = OutputRequest(depth_metric=True, labels=True, cloud=True)
+    cpu, gpu = (process_frame(e, rgb, settings, request, Intrinsics(40.0, 41.0, 31.5, 23.5)) for e in engines)
+    np.testing.assert_allclose(gpu.depth_metric, cpu.depth_metric, rtol=1e-3)
+    cpu_points, gpu_points = cpu.cloud.points(), gpu.cloud.points()
+    for name in ("x", "y", "z"):
+        np.testing.assert_allclose(gpu_points[name], cpu_points[name], rtol=1e-3, atol=1e-5)
+    np.testing.assert_array_equal(gpu_points["rgb"], cpu_points["rgb"])
+    assert (gpu_points["label"] == cpu_points["label"]).mean() > 0.99  # argmax ties may flip on a GPU
