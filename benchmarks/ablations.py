@@ -7,7 +7,9 @@ Model variants, timed alternately on one input (median and p90 over ``--runs``):
 * ``manual-attn``   - every timm ``Attention`` switched to its explicit softmax(QK^T)V path
                       (``fused_attn = False``), what SDPA saves;
 * ``channels-last`` - weights and input in channels_last memory format (the convolutional
-                      decoder, and the hybrid's ResNet, run NHWC kernels).
+                      decoder, and the hybrid's ResNet, run NHWC kernels);
+* ``torch-compile`` - (``--compile``) the channels-last model through the engine's ModelRunner in
+                      mode torch_compile (inductor); its one-off compile time is printed.
 
 Segmentation post-processing (``--postprocess``): the engine's ``resized_argmax`` (bilinear
 resize of the 150-class logits to the image size, then argmax) against the same computation on
@@ -15,6 +17,7 @@ channels_last logits; both must give identical labels.
 
     python benchmarks/ablations.py --variant dpt_hybrid --runs 5
     python benchmarks/ablations.py --postprocess-only
+    python benchmarks/ablations.py --variant dpt_hybrid --model-only --compile
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ use_checkout()
 
 from dpt_ros.inference import resized_argmax  # noqa: E402
 from dpt_ros.model import build_model  # noqa: E402
+from dpt_ros.model_runner import ModelRunner  # noqa: E402
 
 
 def manual_attention(model: torch.nn.Module) -> torch.nn.Module:
@@ -67,10 +71,18 @@ def model_ablation(args) -> str:
     x_nhwc = x.contiguous(memory_format=torch.channels_last)
     functions = {"baseline": lambda: baseline(x), "manual-attn": lambda: manual(x),
                  "channels-last": lambda: nhwc(x_nhwc)}
+    if args.compile:
+        compiled = ModelRunner(build_model(args.variant, args.task, seed=0).to(memory_format=torch.channels_last),
+                               "torch_compile", torch.device("cpu"), torch.float32, warn=print)
+        functions["torch-compile"] = lambda: compiled(x_nhwc)
     with torch.inference_mode():
         reference = baseline(x)
-        diffs = {"baseline": 0.0, "manual-attn": (manual(x) - reference).abs().max().item(),
-                 "channels-last": (nhwc(x_nhwc) - reference).abs().max().item()}
+        if args.compile:
+            started = time.perf_counter()
+            compiled(x_nhwc)
+            print(f"# torch-compile: first call (compiling) {time.perf_counter() - started:.1f} s, "
+                  f"then {compiled.status}", flush=True)
+        diffs = {name: (fn() - reference).abs().max().item() for name, fn in functions.items()}
         times = alternate(functions, args.runs, args.warmup)
     base = percentile(times["baseline"], 50)
     rows = [[name, percentile(t, 50), percentile(t, 90), percentile(t, 50) / base, f"{diffs[name]:.2e}"]
@@ -115,6 +127,7 @@ def main(argv=None) -> int:
                         help="post-processing: logits WIDTHxHEIGHT (default: a 480 network on a 1280x720 image)")
     parser.add_argument("--postprocess-only", action="store_true")
     parser.add_argument("--model-only", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile row (compiles for minutes)")
     args = parser.parse_args(argv)
     print(f"# ablations {time.strftime('%Y-%m-%d %H:%M:%S')}, torch {torch.__version__}", flush=True)
     if not args.postprocess_only:
