@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh
 PYTEST_ARGS ?=
 
-.PHONY: setup build demo test test-fast bench-model bench-node clean
+.PHONY: setup build demo test test-fast bench-model bench-node bench-multi-camera clean
 
 setup:
 	bash scripts/setup.sh
@@ -26,6 +26,9 @@ bench-model: setup
 
 bench-node: setup
 	$(ENV) && python benchmarks/node.py $(BENCH_ARGS)
+
+bench-multi-camera: setup
+	$(ENV) && python benchmarks/multi_camera.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build install log

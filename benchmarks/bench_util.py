@@ -1,4 +1,6 @@
-"""Small helpers shared by the benchmark scripts: percentiles, plain-text tables, import path.
+"""Small helpers shared by the benchmark scripts: percentiles, plain-text tables, import path,
+and for the scripts that run dpt_node across processes (node.py, multi_camera.py): the DDS
+environment, the node's parameters, and starting / stopping child processes.
 
 The scripts run as ``python benchmarks/<name>.py``; Python then puts ``benchmarks/`` first on
 ``sys.path``, not the repository root, so :func:`use_checkout` puts the checkout's ``dpt_ros``
@@ -9,11 +11,20 @@ extends the package path).
 from __future__ import annotations
 
 import math
+import os
+import random
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+PEERS = Path(__file__).resolve().with_name("node_peers.py")
+NODE_EXECUTABLE = REPO / "install" / "dpt_ros" / "lib" / "dpt_ros" / "dpt_node"
+# Metric depth from the relative output: 1 / (scale * out + shift) metres.  With random weights
+# the output is of order one, so depths land between a few metres and ~10 m.
+DEPTH_SCALE, DEPTH_SHIFT = 0.05, 0.1
 
 
 def use_checkout() -> None:
@@ -54,3 +65,116 @@ def _cell(value: object) -> str:
             return f"{value:.2e}"
         return f"{value:.2f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
+
+
+# ------------------------------------------------------------------ dpt_node across processes
+def default_device(device: str | None) -> str:
+    """--device left out: cuda when torch sees one, else cpu."""
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def ros_environment(domain_id: int | None, fastdds_profile: str | None) -> tuple[dict, str]:
+    """The environment of every child process and a one-line description of it.
+
+    A random ROS_DOMAIN_ID (unless given) and discovery limited to this host keep a benchmark
+    from talking to anything else; the checkout's ``dpt_ros`` goes first on PYTHONPATH so the
+    installed dpt_node runs the working tree's code.  Raises FileNotFoundError for a missing
+    Fast DDS profile."""
+    domain = domain_id if domain_id is not None else random.randint(1, 100)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    if fastdds_profile:
+        profile = Path(fastdds_profile).resolve()
+        if not profile.is_file():
+            raise FileNotFoundError(f"no Fast DDS profile {profile}")
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)
+    profile_name = Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"]).name if env.get("FASTRTPS_DEFAULT_PROFILES_FILE") \
+        else "none"
+    return env, f"ROS_DOMAIN_ID={domain} ({env.get('RMW_IMPLEMENTATION', 'default rmw')}, profile {profile_name})"
+
+
+def output_topics(variant: str, tasks: str) -> list[str]:
+    """dpt_node's outputs for this configuration (relative to its namespace or camera), with the
+    metric depth that :func:`node_parameters` turns on."""
+    from dpt_ros.model import VARIANTS
+
+    topics = []
+    if tasks in ("depth", "both"):
+        topics += ["depth/image", "depth/camera_info", "depth/colored", "points"]
+        if VARIANTS[variant].tasks["depth"].output_kind != "metric_depth":
+            topics.append("depth/relative")
+    if tasks in ("segmentation", "both"):
+        topics += ["segmentation/labels", "segmentation/colored"]
+    return topics
+
+
+def node_parameters(args) -> dict[str, str]:
+    """dpt_node parameters from a benchmark's --variant/--weights/--tasks/--device/--precision/
+    --input-size: random weights unless given, metric depth through depth.scale/shift, every
+    output enabled (only the subscribed ones are computed), reliable input (frames are paced by
+    the benchmark's publisher, so none should be lost on the way)."""
+    return {
+        "model.variant": args.variant, "model.weights": args.weights or "''",
+        "model.segmentation_weights": args.weights or "''", "model.allow_random_weights": "true",
+        "model.tasks": args.tasks, "device": args.device, "precision": args.precision,
+        "input_size": str(args.input_size), "depth.scale": str(DEPTH_SCALE), "depth.shift": str(DEPTH_SHIFT),
+        "qos.input.reliability": "reliable", "colored.enabled": "true", "cloud.enabled": "true",
+    }
+
+
+def node_command(namespace: str, params: dict[str, str], node_name: str | None = None) -> list[str]:
+    """The installed dpt_node's command line in ``namespace`` (optionally renamed)."""
+    ros_args = ["-r", f"__ns:={namespace}"] + (["-r", f"__node:={node_name}"] if node_name else [])
+    for name, value in params.items():
+        ros_args += ["-p", f"{name}:={value}"]
+    return [str(NODE_EXECUTABLE), "--ros-args"] + ros_args
+
+
+class Processes:
+    """Child processes with their logs; stopped (SIGINT, then kill) in reverse order on exit."""
+
+    def __init__(self, folder: Path, env: dict):
+        self.folder, self.env, self.children = folder, env, []
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = open(self.folder / f"{name}.log", "wb")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.children.append((name, process))
+        return process
+
+    def start_peer(self, name: str, role_args: list[str]) -> subprocess.Popen:
+        """A benchmarks/node_peers.py process (publisher, subscriber, ...)."""
+        return self.start(name, [sys.executable, str(PEERS)] + role_args)
+
+    def run_peer(self, name: str, role_args: list[str], timeout: float) -> int:
+        """A node_peers.py process run to its end; RuntimeError (with its log) when it overruns."""
+        process = self.start_peer(name, role_args)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(process)
+            raise RuntimeError(f"{name} did not finish in {timeout:.0f} s\n{self.log(name)}") from None
+
+    def log(self, name: str, lines: int = 30) -> str:
+        text = (self.folder / f"{name}.log").read_text(errors="replace").splitlines()
+        return "\n".join(f"  [{name}] {line}" for line in text[-lines:])
+
+    @staticmethod
+    def stop(process: subprocess.Popen, timeout: float = 20.0) -> int:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop_all(self) -> None:
+        for _, process in reversed(self.children):
+            self.stop(process)

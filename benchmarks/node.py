@@ -27,24 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_util import REPO, format_table, percentile, use_checkout
+from bench_util import (NODE_EXECUTABLE, Processes, default_device, format_table, node_command, node_parameters,
+                        output_topics, percentile, ros_environment, use_checkout)
 
 use_checkout()
 
-PEERS = Path(__file__).resolve().with_name("node_peers.py")
-NODE_EXECUTABLE = REPO / "install" / "dpt_ros" / "lib" / "dpt_ros" / "dpt_node"
 NAMESPACE = "/dpt_bench"
-# Metric depth from the relative output: 1 / (scale * out + shift) metres.  With random weights
-# the output is of order one, so depths land between a few metres and ~10 m.
-DEPTH_SCALE, DEPTH_SHIFT = 0.05, 0.1
 STAGES = ("decode", "preprocess", "inference", "postprocess", "publish")
 BEYOND_MODEL = ("decode", "preprocess", "postprocess", "publish")
 
@@ -78,10 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--keep", default=None, help="keep the processes' logs and raw records in this folder")
     args = parser.parse_args(argv)
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = default_device(args.device)
     args.frames = args.frames if args.frames is not None else (3 if args.quick else 20)
     args.warmup = args.warmup if args.warmup is not None else 1 if args.quick else 2
     args.cloud_iterations = args.cloud_iterations or (20 if args.quick else 200)
@@ -93,75 +83,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def output_topics(variant: str, tasks: str) -> list[str]:
-    """The node's outputs for this configuration (relative to its namespace)."""
-    from dpt_ros.model import VARIANTS
-
-    topics = []
-    if tasks in ("depth", "both"):
-        topics += ["depth/image", "depth/camera_info", "depth/colored", "points"]
-        if VARIANTS[variant].tasks["depth"].output_kind != "metric_depth":
-            topics.append("depth/relative")
-    if tasks in ("segmentation", "both"):
-        topics += ["segmentation/labels", "segmentation/colored"]
-    return topics
-
-
-def node_arguments(args) -> list[str]:
-    params = {
-        "model.variant": args.variant, "model.weights": args.weights or "''",
-        "model.segmentation_weights": args.weights or "''", "model.allow_random_weights": "true",
-        "model.tasks": args.tasks, "device": args.device, "precision": args.precision,
-        "input_size": str(args.input_size), "depth.scale": str(DEPTH_SCALE), "depth.shift": str(DEPTH_SHIFT),
-        # Frames come one at a time: reliable input loses none; stamps match their camera_info exactly.
-        "qos.input.reliability": "reliable", "camera_info.stamp_tolerance": "0.001",
-        "colored.enabled": "true", "cloud.enabled": "true",
-    }
-    ros_args = ["-r", f"__ns:={NAMESPACE}"]
-    for name, value in params.items():
-        ros_args += ["-p", f"{name}:={value}"]
-    return ros_args
-
-
-class Processes:
-    """Child processes with their logs; stopped (SIGINT, then kill) in reverse order on exit."""
-
-    def __init__(self, folder: Path, env: dict):
-        self.folder, self.env, self.children = folder, env, []
-
-    def start(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = open(self.folder / f"{name}.log", "wb")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        self.children.append((name, process))
-        return process
-
-    def log(self, name: str, lines: int = 30) -> str:
-        text = (self.folder / f"{name}.log").read_text(errors="replace").splitlines()
-        return "\n".join(f"  [{name}] {line}" for line in text[-lines:])
-
-    @staticmethod
-    def stop(process: subprocess.Popen, timeout: float = 20.0) -> int:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def stop_all(self) -> None:
-        for _, process in reversed(self.children):
-            self.stop(process)
-
-
-def run_peer(processes: Processes, name: str, role_args: list[str], timeout: float) -> int:
-    process = processes.start(name, [sys.executable, str(PEERS)] + role_args)
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        processes.stop(process)
-        raise RuntimeError(f"{name} did not finish in {timeout:.0f} s\n{processes.log(name)}") from None
+def node_command_line(args) -> list[str]:
+    params = node_parameters(args)
+    # Frames come one at a time: their camera_info has exactly the image's stamp.
+    params["camera_info.stamp_tolerance"] = "0.001"
+    return node_command(NAMESPACE, params)
 
 
 def summarize(values: list[float]) -> tuple[float, float]:
@@ -236,35 +162,28 @@ def main(argv=None) -> int:
     if not NODE_EXECUTABLE.exists():
         print(f"no {NODE_EXECUTABLE}: run `make setup` (colcon build) first", file=sys.stderr)
         return 2
-    domain = args.domain_id if args.domain_id is not None else random.randint(1, 100)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
-    if args.fastdds_profile:
-        profile = Path(args.fastdds_profile).resolve()
-        if not profile.is_file():
-            print(f"no Fast DDS profile {profile}", file=sys.stderr)
-            return 2
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)
-    dds = f"{env.get('RMW_IMPLEMENTATION', 'default rmw')}, profile " + \
-        (Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"]).name if env.get("FASTRTPS_DEFAULT_PROFILES_FILE") else "none")
+    try:
+        env, dds = ros_environment(args.domain_id, args.fastdds_profile)
+    except FileNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 2
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dpt_bench_node_"))
     folder.mkdir(parents=True, exist_ok=True)
     topics = output_topics(args.variant, args.tasks)
     date = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"# node benchmark {date}: {args.variant} ({args.tasks}) on {args.device} {args.precision}, "
-          f"ROS_DOMAIN_ID={domain} ({dds}), {os.cpu_count()} CPUs; records in {folder}", flush=True)
+          f"{dds}, {os.cpu_count()} CPUs; records in {folder}", flush=True)
 
     processes = Processes(folder, env)
     started = time.monotonic()
     try:
-        processes.start("subscriber", [sys.executable, str(PEERS), "subscriber", "--ns", NAMESPACE, "--topics",
-                                       ",".join(topics), "--out", str(folder / "subscriber.json")])
+        processes.start_peer("subscriber", ["subscriber", "--ns", NAMESPACE, "--topics", ",".join(topics),
+                                            "--out", str(folder / "subscriber.json")])
         # 1. The point cloud alone, before the node exists (nothing else competes for the CPU).
         cloud_runs = []
         for malloc in ("default", "node"):
             out = folder / f"cloud_{malloc}.json"
-            code = run_peer(processes, f"cloud_{malloc}", [
+            code = processes.run_peer(f"cloud_{malloc}", [
                 "cloud", "--ns", NAMESPACE, "--malloc", malloc, "--iterations", str(args.cloud_iterations),
                 "--out", str(out)], timeout=120)
             if code != 0:
@@ -272,8 +191,8 @@ def main(argv=None) -> int:
             cloud_runs.append(json.loads(out.read_text()))
 
         # 2. The node, fed by the publisher process.
-        node = processes.start("dpt_node", [str(NODE_EXECUTABLE), "--ros-args"] + node_arguments(args))
-        code = run_peer(processes, "publisher", [
+        node = processes.start("dpt_node", node_command_line(args))
+        code = processes.run_peer("publisher", [
             "publisher", "--ns", NAMESPACE, "--sizes", args.sizes, "--frames", str(args.frames),
             "--warmup", str(args.warmup), "--wait-for-subscribers", ",".join(topics),
             "--frame-timeout", str(args.frame_timeout), "--out", str(folder / "publisher.json")],

@@ -1,8 +1,10 @@
-"""The processes around dpt_node in benchmarks/node.py, each its own OS process and DDS participant.
+"""The processes around dpt_node in benchmarks/node.py and multi_camera.py, each its own OS
+process and DDS participant.
 
     python benchmarks/node_peers.py publisher --ns /bench --sizes 640x480,1280x720 --frames 20 --out pub.json
     python benchmarks/node_peers.py subscriber --ns /bench --topics depth/image,points,... --out sub.json
     python benchmarks/node_peers.py cloud --iterations 200 --malloc node --out cloud.json
+    python benchmarks/node_peers.py stream --ns /bench --cameras cam0,cam1 --seconds 20 --out stream.json
 
 publisher
     Sends camera_info + rgb8 Image frames, one at a time: the next frame goes out only after the
@@ -14,8 +16,21 @@ subscriber
     Subscribes to every output (raw CDR for the images and the cloud: only the stamp is read, at
     bytes 4..12 after the CDR encapsulation header, so Python deserialization of megabytes does not
     count as latency) and records the wall time each message with a given stamp arrived, plus the
-    ``InferenceStats`` fields; acknowledges complete frames on ``bench_frame_done``; writes the
-    records when stopped with SIGINT/SIGTERM.
+    ``InferenceStats`` fields; acknowledges complete frames on ``bench_frame_done`` (a Header with
+    the frame's stamp and, as frame_id, its camera); writes the records when stopped with
+    SIGINT/SIGTERM.  With ``--cameras a,b`` it does this for the outputs under each camera's
+    namespace, with that camera's stats topic (``--stats-topic``, ``{camera}`` replaced).
+stream
+    A rig of several cameras (``--cameras``) publishing camera_info + rgb8 frames for
+    ``--seconds``, all cameras at the same moment with the same stamp (a round), faster than the
+    node(s) can process: rounds follow each other at ``--lead`` (1.5) times the rate at which the
+    fastest camera's frames come back complete (acknowledged by the subscriber; ``--initial-rate-hz``
+    until enough have), so between two forward passes at least one whole round arrives and a node
+    always finds a frame of every camera it serves waiting.  The price: a third or more of the
+    frames are replaced while waiting (a node keeps only the newest per camera).  A fixed rate high
+    enough for a GPU would swamp a small CPU with frames; a closed loop (the next frame when one
+    comes back) leaves a camera without a waiting frame whenever the round trip through the
+    subscriber takes longer than a forward pass, and a batching node then runs the others without it.
 cloud
     The cost of a 640x480 xyzrgb(+label) PointCloud2 alone, in one process: depth_to_xyz ->
     pack_cloud -> to_pointcloud2 -> publish, with a subscriber in another process (the subscriber
@@ -37,7 +52,7 @@ from bench_util import use_checkout
 
 use_checkout()
 
-# Output topics of dpt_node relative to its namespace, and the stats topic.
+# dpt_node's stats topic relative to its namespace (one camera, `cameras` unset).
 STATS_TOPIC = "dpt_node/stats"
 CLOUD_ONLY_TOPIC = "cloud_only"
 # The subscriber acknowledges each frame whose outputs all arrived (a Header with its stamp).
@@ -82,6 +97,42 @@ def _time_msg(ns: int):
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+def camera_messages(width: int, height: int, pixels: np.ndarray, frame_id: str):
+    """An rgb8 Image of ``pixels`` and its CameraInfo, both without a stamp."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    fx, fy, cx, cy = intrinsics(width, height)
+    image = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    image.header.frame_id = frame_id
+    image.data = pixels.tobytes()
+    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    info.header.frame_id = frame_id
+    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.d = [0.0] * 5
+    return image, info
+
+
+def _spin_until(node, predicate, timeout: float) -> bool:
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        rclpy.spin_once(node, timeout_sec=0.01)
+    return predicate()
+
+
+def _everyone_listening(node, publishers, waited_for: list[str]) -> bool:
+    """dpt_node subscribed to our inputs, the subscriber up (its ack publisher) and subscribed to
+    every output in ``waited_for`` (absolute topic names)."""
+    return (all(pub.get_subscription_count() > 0 for pub in publishers)
+            and node.count_publishers(f"{node.get_namespace().rstrip('/')}/{ACK_TOPIC}") > 0
+            and all(node.count_subscribers(topic) > 0 for topic in waited_for))
+
+
 class _Stopper:
     """Turns SIGINT/SIGTERM into a flag the spin loop checks."""
 
@@ -112,38 +163,20 @@ def run_publisher(args) -> int:
     waited_for = [f"{args.ns}/{name}" for name in args.wait_for_subscribers.split(",") if name]
 
     def spin_until(predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            rclpy.spin_once(node, timeout_sec=0.01)
-        return predicate()
-
-    def everyone_listening() -> bool:
-        return (image_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0
-                and node.count_publishers(f"{args.ns}/{ACK_TOPIC}") > 0
-                and all(node.count_subscribers(topic) > 0 for topic in waited_for))
+        return _spin_until(node, predicate, timeout)
 
     result = {"sizes": {}, "lost": []}
     try:
-        if not spin_until(everyone_listening, args.startup_timeout):
+        if not spin_until(lambda: _everyone_listening(node, (image_pub, info_pub), waited_for), args.startup_timeout):
             print("publisher: dpt_node or the subscriber never appeared", file=sys.stderr)
             return 2
         for size_text in args.sizes.split(","):
             width, height = parse_size(size_text)
-            fx, fy, cx, cy = intrinsics(width, height)
             frames = [synthetic_frame(width, height, seed) for seed in range(4)]
             stamps = []
             for index in range(args.warmup + args.frames):
-                image = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
-                image.header.frame_id = FRAME_ID
-                image.data = frames[index % len(frames)].tobytes()  # built before the clock starts
-                info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-                info.header.frame_id = FRAME_ID
-                info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
-                info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-                info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-                info.d = [0.0] * 5
+                # built before the clock starts
+                image, info = camera_messages(width, height, frames[index % len(frames)], FRAME_ID)
                 # The image goes out at `stamp`; its camera_info, stamped alike, gap_ms earlier.
                 stamp = time.time_ns() + int(args.gap_ms * 1e6)
                 info.header.stamp = image.header.stamp = _time_msg(stamp)
@@ -184,34 +217,39 @@ def run_subscriber(args) -> int:
     stats: list[dict] = []
     types = {"points": PointCloud2, CLOUD_ONLY_TOPIC: PointCloud2, "depth/camera_info": CameraInfo}
     frame_topics = [t for t in args.topics.split(",") if t]
-    # Outputs seen per stamp (the stats message counts as one): complete frames are acknowledged,
-    # which is what lets the publisher send the next frame.
-    seen_outputs: dict[int, int] = {}
+    cameras = [c for c in args.cameras.split(",") if c] or [""]  # "": the node's own namespace
+    # Outputs seen per (camera, stamp) (the stats message counts as one): complete frames are
+    # acknowledged, which is what lets the publisher send the next frame.
+    seen_outputs: dict[tuple[str, int], int] = {}
     ack_pub = node.create_publisher(Header, ACK_TOPIC, qos)
 
-    def arrived(stamp: int) -> None:
-        seen_outputs[stamp] = seen_outputs.get(stamp, 0) + 1
-        if seen_outputs[stamp] == len(frame_topics) + 1:
-            ack_pub.publish(Header(stamp=_time_msg(stamp)))
+    def arrived(camera: str, stamp: int) -> None:
+        key = (camera, stamp)
+        seen_outputs[key] = seen_outputs.get(key, 0) + 1
+        if seen_outputs[key] == len(frame_topics) + 1:
+            ack_pub.publish(Header(stamp=_time_msg(stamp), frame_id=camera))
 
-    for topic in frame_topics + [t for t in args.extra_topics.split(",") if t]:
-        seen = arrivals.setdefault(topic, {})
-        counts = topic in frame_topics
+    subscribed = [(camera, topic) for camera in cameras for topic in frame_topics]
+    subscribed += [(None, topic) for topic in args.extra_topics.split(",") if topic]
+    for camera, topic in subscribed:
+        name = f"{camera}/{topic}" if camera else topic
+        seen = arrivals.setdefault(name, {})
 
-        def on_raw(data, seen=seen, counts=counts):
+        def on_raw(data, seen=seen, camera=camera):
             now = time.time_ns()
             stamp = _stamp_of_cdr(data)
-            if counts and stamp not in seen:
-                arrived(stamp)
+            if camera is not None and stamp not in seen:
+                arrived(camera, stamp)
             seen[stamp] = now
 
-        node.create_subscription(types.get(topic, Image), topic, on_raw, qos, raw=True)
+        node.create_subscription(types.get(topic, Image), name, on_raw, qos, raw=True)
 
-    def on_stats(msg):
+    def on_stats(msg, camera: str):
         now = time.time_ns()
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        arrived(stamp)
-        stats.append(dict(stamp=stamp, received=now, width=msg.input_width, height=msg.input_height,
+        arrived(camera, stamp)
+        stats.append(dict(camera=camera, batch_size=msg.batch_size,
+                          stamp=stamp, received=now, width=msg.input_width, height=msg.input_height,
                           network_width=msg.network_width, network_height=msg.network_height,
                           decode_ms=msg.decode_ms, preprocess_ms=msg.preprocess_ms,
                           inference_ms=msg.inference_ms, postprocess_ms=msg.postprocess_ms,
@@ -219,7 +257,9 @@ def run_subscriber(args) -> int:
                           precision=msg.precision, model_variant=msg.model_variant,
                           frames_dropped=msg.frames_dropped))
 
-    node.create_subscription(InferenceStats, STATS_TOPIC, on_stats, qos)
+    for camera in cameras:
+        node.create_subscription(InferenceStats, args.stats_topic.format(camera=camera),
+                                 lambda msg, camera=camera: on_stats(msg, camera), qos)
     print("subscriber: ready", flush=True)
     try:
         while not stopper.stop:
@@ -228,6 +268,82 @@ def run_subscriber(args) -> int:
         with open(args.out, "w") as fh:
             json.dump({"arrivals": {t: {str(k): v for k, v in seen.items()} for t, seen in arrivals.items()},
                        "stats": stats}, fh)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ stream
+def run_stream(args) -> int:
+    import collections
+
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
+
+    rclpy.init()
+    node = rclpy.create_node("bench_stream", namespace=args.ns)
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    cameras = [c for c in args.cameras.split(",") if c]
+    width, height = parse_size(args.size)
+    publishers, messages = {}, {}
+    for index, camera in enumerate(cameras):
+        publishers[camera] = (node.create_publisher(Image, f"{camera}/image", qos),
+                              node.create_publisher(CameraInfo, f"{camera}/camera_info", qos))
+        # Each camera its own picture and optical frame; the messages are built once, only the
+        # stamps change (publishing serializes them on the spot).
+        messages[camera] = camera_messages(width, height, synthetic_frame(width, height, index),
+                                           f"{camera.replace('/', '_')}_optical_frame")
+    # When each camera's last few frames came back complete (monotonic seconds).
+    acked = {camera: collections.deque(maxlen=10) for camera in cameras}
+
+    def on_ack(msg) -> None:
+        if msg.frame_id in acked:
+            acked[msg.frame_id].append(time.monotonic())
+
+    node.create_subscription(Header, ACK_TOPIC, on_ack, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    waited_for = [f"{args.ns}/{camera}/{topic}" for camera in cameras
+                  for topic in args.wait_for_subscribers.split(",") if topic]
+    all_publishers = [pub for pair in publishers.values() for pub in pair]
+
+    def output_rate() -> float:
+        """Frames per second coming back for the fastest camera (0 until one has 3 acks)."""
+        rates = [(len(times) - 1) / (times[-1] - times[0]) for times in acked.values()
+                 if len(times) >= 3 and times[-1] > times[0]]
+        return max(rates, default=0.0)
+
+    result = {"cameras": cameras, "rounds": 0, "round_rate_hz": []}
+    try:
+        if not _spin_until(node, lambda: _everyone_listening(node, all_publishers, waited_for), args.startup_timeout):
+            print("stream: dpt_node(s) or the subscriber never appeared", file=sys.stderr)
+            return 2
+        result["start_ns"] = time.time_ns()
+        end_ns = result["start_ns"] + int(args.seconds * 1e9)
+        period = 1.0 / args.initial_rate_hz
+        next_round = next_update = time.monotonic()
+        while time.time_ns() < end_ns:
+            now = time.monotonic()
+            if now >= next_update:
+                rate = output_rate()
+                if rate > 0.0:
+                    period = max(1e-3, 1.0 / (args.lead * rate))
+                result["round_rate_hz"].append(round(1.0 / period, 2))
+                next_update = now + 0.5
+            if now >= next_round:
+                stamp = _time_msg(time.time_ns())
+                for camera in cameras:
+                    image, info = messages[camera]
+                    info.header.stamp = image.header.stamp = stamp
+                    publishers[camera][1].publish(info)  # the camera_info first, with the image's stamp
+                    publishers[camera][0].publish(image)
+                result["rounds"] += 1
+                next_round = now + period  # from now: a late round does not cause a burst of catch-up rounds
+            rclpy.spin_once(node, timeout_sec=max(0.0, min(next_round, next_update) - time.monotonic()))
+        result["end_ns"] = end_ns
+    finally:
+        with open(args.out, "w") as fh:
+            json.dump(result, fh)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
@@ -314,7 +430,24 @@ def main(argv=None) -> int:
     sub.add_argument("--topics", required=True,
                      help="the node's outputs, comma-separated, relative to --ns (the stats topic is implied)")
     sub.add_argument("--extra-topics", default=CLOUD_ONLY_TOPIC, help="recorded, not part of a frame")
+    sub.add_argument("--cameras", default="",
+                     help="comma-separated camera namespaces under --ns; --topics are then under each")
+    sub.add_argument("--stats-topic", default=STATS_TOPIC,
+                     help="InferenceStats topic relative to --ns; {camera} is replaced by each camera")
     sub.add_argument("--out", required=True)
+    stream = roles.add_parser("stream")
+    stream.add_argument("--ns", required=True)
+    stream.add_argument("--cameras", required=True, help="comma-separated camera namespaces under --ns")
+    stream.add_argument("--size", default="640x480")
+    stream.add_argument("--seconds", type=float, required=True, help="how long to publish")
+    stream.add_argument("--lead", type=float, default=1.5,
+                        help="rounds per second as a multiple of the fastest camera's output rate")
+    stream.add_argument("--initial-rate-hz", type=float, default=20.0,
+                        help="rounds per second until outputs come back")
+    stream.add_argument("--startup-timeout", type=float, default=300.0)
+    stream.add_argument("--wait-for-subscribers", default="",
+                        help="output topics (relative to each camera) that must have a subscriber")
+    stream.add_argument("--out", required=True)
     cloud = roles.add_parser("cloud")
     cloud.add_argument("--ns", required=True)
     cloud.add_argument("--size", default="640x480")
@@ -325,7 +458,8 @@ def main(argv=None) -> int:
     cloud.add_argument("--startup-timeout", type=float, default=30.0)
     cloud.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    return {"publisher": run_publisher, "subscriber": run_subscriber, "cloud": run_cloud}[args.role](args)
+    return {"publisher": run_publisher, "subscriber": run_subscriber, "stream": run_stream,
+            "cloud": run_cloud}[args.role](args)
 
 
 if __name__ == "__main__":

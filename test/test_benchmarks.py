@@ -1,8 +1,9 @@
 """The benchmark scripts still run and still measure something real (so they cannot rot).
 
-Each script runs as a subprocess exactly as `make bench-model` / `make bench-node` would start
-it, on the tiny model with few runs; the tests check the exit code, the printed table and the
-JSON rows: finite timings and speed-ups, and our fp32 output equal to transformers' to 1e-4.
+Each script runs as a subprocess exactly as `make bench-model` / `make bench-node` /
+`make bench-multi-camera` would start it, on the tiny model with few runs; the tests check the
+exit code, the printed table and the JSON rows: finite timings and speed-ups, and our fp32 output
+equal to transformers' to 1e-4.
 """
 from __future__ import annotations
 
@@ -117,3 +118,39 @@ def test_node_benchmark_quick(tmp_path):
         assert frame["network"] == "160x128"  # dpt_tiny's 128 network size at 4:3
     for run in data["cloud"]:
         assert len(run["stages_ms"]["total"]) == 20
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(150)
+def test_multi_camera_benchmark_quick(tmp_path):
+    out = tmp_path / "multi.json"
+    result = run_script("multi_camera.py", "--quick", "--cameras", "2", "--variant", "dpt_tiny", "--device", "cpu",
+                        "--json", str(out), timeout=140)
+
+    headers, rows = table_rows(result.stdout, "configuration")
+    assert headers[:4] == ["configuration", "nodes", "frames", "frames/s"]
+    assert [(row[0], row[1]) for row in rows] == [("batched (1 node, 2 cameras)", "1"),
+                                                   ("separate (2 nodes, 1 camera each)", "2")]
+    data = json.loads(out.read_text())
+    results = data["results"]
+    assert data["cameras"] == ["cam0", "cam1"] and data["topics"] == ["depth/image"]
+    for name, row in zip(("batched", "separate"), rows):
+        run = results[name]
+        assert all(count > 0 for count in run["frames_per_camera"].values()), (name, run)
+        assert run["frames"] == sum(run["frames_per_camera"].values()) == int(row[2])
+        assert math.isfinite(run["throughput_fps"]) and run["throughput_fps"] > 0
+        assert run["throughput_fps"] == pytest.approx(run["frames"] / data["args"]["seconds"])
+        # the batch sizes cover exactly the counted frames
+        assert sum(run["batch_sizes"].values()) == run["frames"]
+
+    printed = next(line for line in result.stdout.splitlines() if line.startswith("batched / separate throughput:"))
+    ratio = float(printed.split(":")[1])
+    assert data["ratio"] == pytest.approx(results["batched"]["throughput_fps"] / results["separate"]["throughput_fps"])
+    assert ratio == pytest.approx(data["ratio"], abs=0.005)  # printed with two decimals
+
+    # The cameras publish together, faster than the node runs, so a frame of each camera waits
+    # whenever the batched node becomes free and it batches both together; one node per camera
+    # never can.
+    batched_sizes = {int(size) for size in results["batched"]["batch_sizes"]}
+    assert max(batched_sizes) == 2 and batched_sizes <= {1, 2}
+    assert set(results["separate"]["batch_sizes"]) == {"1"}
