@@ -115,16 +115,20 @@ def output_topics(variant: str, tasks: str) -> list[str]:
 
 def node_parameters(args) -> dict[str, str]:
     """dpt_node parameters from a benchmark's --variant/--weights/--tasks/--device/--precision/
-    --input-size: random weights unless given, metric depth through depth.scale/shift, every
+    --compile/--input-size: random weights unless given, metric depth through depth.scale/shift, every
     output enabled (only the subscribed ones are computed), reliable input (frames are paced by
     the benchmark's publisher, so none should be lost on the way)."""
     return {
         "model.variant": args.variant, "model.weights": args.weights or "''",
         "model.segmentation_weights": args.weights or "''", "model.allow_random_weights": "true",
         "model.tasks": args.tasks, "device": args.device, "precision": args.precision,
-        "input_size": str(args.input_size), "depth.scale": str(DEPTH_SCALE), "depth.shift": str(DEPTH_SHIFT),
+        "compile": args.compile, "input_size": str(args.input_size), "depth.scale": str(DEPTH_SCALE), "depth.shift": str(DEPTH_SHIFT),
         "qos.input.reliability": "reliable", "colored.enabled": "true", "cloud.enabled": "true",
     }
+
+
+COMPILE_HELP = ("dpt_node's compile parameter: off, torch_compile or cuda_graph (the first frame of each size "
+                "compiles or captures: give warm-up frames and a long --frame-timeout)")
 
 
 def node_command(namespace: str, params: dict[str, str], node_name: str | None = None) -> list[str]:

@@ -47,8 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_util import (NODE_EXECUTABLE, Processes, default_device, format_table, node_command, node_parameters,
-                        output_topics, ros_environment, use_checkout)
+from bench_util import (COMPILE_HELP, NODE_EXECUTABLE, Processes, default_device, format_table, node_command,
+                        node_parameters, output_topics, ros_environment, use_checkout)
 
 use_checkout()
 
@@ -77,6 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available, else cpu")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--compile", default="off", choices=("off", "torch_compile", "cuda_graph"), help=COMPILE_HELP)
     parser.add_argument("--input-size", type=int, default=0, help="node input_size (0 = the variant's)")
     parser.add_argument("--size", default="640x480", help="camera image WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--seconds", type=float, default=None, help="measuring window (default 20; quick 4)")
@@ -195,7 +196,8 @@ def main(argv=None) -> int:
     topics = subscribed_outputs(args)
     date = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"# multi-camera benchmark {date}: {len(cameras)} cameras at {args.size}, {args.variant} ({args.tasks}) "
-          f"on {args.device} {args.precision}, {dds}, {os.cpu_count()} CPUs; records in {folder}", flush=True)
+          f"on {args.device} {args.precision} (compile {args.compile}), {dds}, {os.cpu_count()} CPUs; "
+          f"records in {folder}", flush=True)
 
     results = {}
     for name in ("batched", "separate"):

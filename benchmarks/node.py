@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_util import (NODE_EXECUTABLE, Processes, default_device, format_table, node_command, node_parameters,
-                        output_topics, percentile, ros_environment, use_checkout)
+from bench_util import (COMPILE_HELP, NODE_EXECUTABLE, Processes, default_device, format_table, node_command,
+                        node_parameters, output_topics, percentile, ros_environment, use_checkout)
 
 use_checkout()
 
@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available, else cpu")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--compile", default="off", choices=("off", "torch_compile", "cuda_graph"), help=COMPILE_HELP)
     parser.add_argument("--input-size", type=int, default=0, help="node input_size (0 = the variant's)")
     parser.add_argument("--sizes", default=None,
                         help="comma-separated WIDTHxHEIGHT (default 640x480,1280x720; quick 640x480)")
@@ -171,8 +172,8 @@ def main(argv=None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     topics = output_topics(args.variant, args.tasks)
     date = time.strftime("%Y-%m-%d %H:%M:%S")
-    print(f"# node benchmark {date}: {args.variant} ({args.tasks}) on {args.device} {args.precision}, "
-          f"{dds}, {os.cpu_count()} CPUs; records in {folder}", flush=True)
+    print(f"# node benchmark {date}: {args.variant} ({args.tasks}) on {args.device} {args.precision} "
+          f"(compile {args.compile}), {dds}, {os.cpu_count()} CPUs; records in {folder}", flush=True)
 
     processes = Processes(folder, env)
     started = time.monotonic()
