@@ -16,7 +16,7 @@ the same.
     python benchmarks/model.py --device cuda --compile cuda_graph   # ours through CUDA-graph replay
 
 Ours runs through ``dpt_ros.model_runner.ModelRunner``, the object InferenceEngine runs the model
-with, in the ``--compile`` mode (off = eager, torch_compile, cuda_graph); the first call of a
+with, in the ``--compile`` mode (eager, torch_compile, cuda_graph); the first call of a
 compiled or captured shape is untimed and its cost printed.  transformers always runs eagerly.
 When fp32 rows are present, a second table compares transformers' eager fp32 with ours at each
 precision (the "3x transformers eager fp32" target).
@@ -102,8 +102,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: %(default)s); transformers always runs its default (contiguous)")
     parser.add_argument("--hf-attention", choices=("sdpa", "eager"), default="sdpa",
                         help="transformers' attention implementation (its default is sdpa)")
-    parser.add_argument("--compile", choices=COMPILE_MODES, default="off",
-                        help="how OUR forward runs: off (eager), torch_compile or cuda_graph (CUDA only; "
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="eager",
+                        help="how OUR forward runs: eager, torch_compile or cuda_graph (CUDA only; "
                         "falls back to eager elsewhere, as the node does) (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
@@ -254,7 +254,7 @@ def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: to
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             return theirs_output(theirs(pixel_values=x), is_seg)
 
-    if args.compile != "off":
+    if args.compile != "eager":
         first_ms, _ = timed_call(run_ours, device)
         print(f"#   {precision} batch {batch}: first call ({runner.status}) {first_ms / 1e3:.1f} s", flush=True)
     ours_out = theirs_out = None

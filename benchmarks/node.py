@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available, else cpu")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--compile", default="off", choices=("off", "torch_compile", "cuda_graph"), help=COMPILE_HELP)
+    parser.add_argument("--compile", default="eager", choices=("eager", "torch_compile", "cuda_graph"), help=COMPILE_HELP)
     parser.add_argument("--input-size", type=int, default=0, help="node input_size (0 = the variant's)")
     parser.add_argument("--sizes", default=None,
                         help="comma-separated WIDTHxHEIGHT (default 640x480,1280x720; quick 640x480)")

@@ -175,7 +175,7 @@ class InferenceEngine:
     The models are moved to ``device`` and put in eval mode with gradients off.  Each call to
     ``infer`` runs one forward per task per group of images sharing a network size.
 
-    ``compile_mode``: "off" (eager), "torch_compile" or "cuda_graph" (CUDA only), both specialised
+    ``compile_mode``: "eager", "torch_compile" or "cuda_graph" (CUDA only), both specialised
     per input shape (see dpt_ros.model_runner); an accelerated mode that cannot work falls back to
     eager and says why through ``warn`` (default: the ``logging`` module), see ``compile_status``.
     """
@@ -193,7 +193,7 @@ class InferenceEngine:
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         channels_last: bool = True,
-        compile_mode: str = "off",
+        compile_mode: str = "eager",
         warn: Callable[[str], None] | None = None,
     ):
         if depth_model is None and segmentation_model is None:
@@ -250,7 +250,7 @@ class InferenceEngine:
         precision: str = "fp32",
         input_size: int | None = None,
         channels_last: bool = True,
-        compile_mode: str = "off",
+        compile_mode: str = "eager",
         warn: Callable[[str], None] | None = None,
     ) -> "InferenceEngine":
         """Build the models of a registered variant (``dpt_ros.model.VARIANTS``).

@@ -18,12 +18,12 @@ from typing import Callable
 
 import torch
 
-COMPILE_MODES = ("off", "torch_compile", "cuda_graph")
+COMPILE_MODES = ("eager", "torch_compile", "cuda_graph")
 # Each captured CUDA graph keeps its own static input/output buffers and activation pool on the GPU;
 # a node sees one shape per camera resolution, so a handful is plenty and a bound keeps memory flat.
 MAX_CAPTURED_SHAPES = 8
-# Side-stream runs before capture: the first call may select kernels (cuDNN/cuBLAS heuristics,
-# lazy module state) that must not happen inside the capture.
+# Runs before capture on the capture stream: the first call may select kernels (cuDNN/cuBLAS
+# heuristics, lazy module state) and allocate workspaces, which must not happen inside the capture.
 _CAPTURE_WARMUP_RUNS = 2
 
 _log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class ModelRunner:
         """What runs now: the mode, or "eager (<mode> fell back: <reason>)"."""
         if self._fallback_reason:
             return f"eager ({self._mode} fell back: {self._fallback_reason})"
-        return "eager" if self._mode == "off" else self._mode
+        return self._mode
 
     @property
     def fell_back(self) -> bool:
@@ -89,7 +89,7 @@ class ModelRunner:
         return output.float()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        if self._fallback_reason or self._mode == "off":
+        if self._fallback_reason or self._mode == "eager":
             return self.eager(batch)
         if self._mode == "torch_compile":
             return self._run_compiled(batch)
@@ -132,17 +132,20 @@ class ModelRunner:
 
     def _capture(self, batch: torch.Tensor):
         static_input = batch.clone()  # keeps the batch's strides (channels_last stays channels_last)
-        side = torch.cuda.Stream(self._device)
-        side.wait_stream(torch.cuda.current_stream(self._device))
-        with torch.cuda.stream(side):
+        # Warm-up and capture on one stream: cuBLAS/cuDNN handles and workspaces are per stream and
+        # are created at their first use, which must not happen inside the capture.
+        stream = torch.cuda.Stream(self._device)
+        stream.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.cuda.stream(stream):
             for _ in range(_CAPTURE_WARMUP_RUNS):
                 with self._autocast(cache_enabled=False):
                     self._model(static_input)
-        torch.cuda.current_stream(self._device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the node's other threads (DDS callbacks) are not this capture's business.
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
             with self._autocast(cache_enabled=False):
                 static_output = self._model(static_input)
+        torch.cuda.current_stream(self._device).wait_stream(stream)
         return graph, static_input, static_output
 
 

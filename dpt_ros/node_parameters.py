@@ -14,7 +14,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 RELIABILITIES = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
 # dpt_ros.model_runner.COMPILE_MODES (not imported: this table stays free of torch).
-COMPILE_MODES = ("off", "torch_compile", "cuda_graph")
+COMPILE_MODES = ("eager", "torch_compile", "cuda_graph")
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("device", "auto", "Device: auto (cuda if available), cpu, cuda or cuda:N", applies="reload"),
     ParameterSpec("precision", "fp32", "Inference precision: fp32, fp16 or bf16", applies="reload",
                   choices=PRECISIONS),
-    ParameterSpec("compile", "off",
-                  "How the model runs: off (eager), torch_compile or cuda_graph (CUDA only), both specialised per "
+    ParameterSpec("compile", "eager",
+                  "How the model runs: eager, torch_compile or cuda_graph (CUDA only), both specialised per "
                   "input size, the first frame of a size is slow; falls back to eager with a warning if unusable",
                   applies="reload", choices=COMPILE_MODES),
     ParameterSpec("input_size", 0,

@@ -97,7 +97,9 @@ def to_metric_depth(raw, depth_output_kind: str, settings: PipelineSettings):
     invalid = ~xp.isfinite(depth) | (depth <= 0.0)
     if settings.depth_max_range > 0.0:
         invalid |= depth > settings.depth_max_range
-    depth[invalid] = math.nan
+    if is_tensor:
+        return depth.masked_fill_(invalid, math.nan)  # no host sync, unlike boolean-index assignment
+    depth[invalid] = np.nan
     return depth
 
 

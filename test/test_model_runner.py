@@ -34,18 +34,18 @@ def image(height, width, seed=0):
 def test_off_runs_the_model_as_is():
     model = SmallNet().eval()
     x = torch.randn(2, 3, 32, 32)
-    runner = ModelRunner(model, "off", CPU, torch.float32)
+    runner = ModelRunner(model, "eager", CPU, torch.float32)
     with torch.inference_mode():
         assert torch.equal(runner(x), model(x))
     assert runner.status == "eager" and not runner.fell_back
 
 
 def test_unknown_mode_is_refused_by_runner_and_engine():
-    with pytest.raises(ValueError, match="unknown compile mode 'tensorrt'.*off"):
+    with pytest.raises(ValueError, match="unknown compile mode 'tensorrt'.*eager"):
         ModelRunner(SmallNet(), "tensorrt", CPU, torch.float32)
     with pytest.raises(ValueError, match="unknown compile_mode 'fast'"):
         InferenceEngine(SmallNet(), device="cpu", compile_mode="fast")
-    assert COMPILE_MODES == ("off", "torch_compile", "cuda_graph")
+    assert COMPILE_MODES == ("eager", "torch_compile", "cuda_graph")
 
 
 def test_cuda_graph_on_cpu_falls_back_once_with_the_reason():

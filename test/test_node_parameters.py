@@ -66,4 +66,16 @@ def test_compile_choices_are_the_engines_modes():
 
     assert params.PARAMETERS_BY_NAME["compile"].choices == COMPILE_MODES
     assert params.validate("compile", "cuda_graph") is None
-    assert "compile must be one of off, torch_compile, cuda_graph" in params.validate("compile", "tensorrt")
+    assert "compile must be one of eager, torch_compile, cuda_graph" in params.validate("compile", "tensorrt")
+
+
+def test_every_string_choice_stays_a_string_when_typed_on_the_command_line():
+    """`-p name:=value` is parsed as YAML: a choice like off/on/yes/no would arrive as a bool and make
+    the node's declaration fail (found with compile:=off, hence "eager")."""
+    import yaml
+
+    for spec in params.PARAMETERS:
+        if isinstance(spec.default, str):
+            for value in (spec.choices or ()) + (spec.default,):
+                if value:
+                    assert isinstance(yaml.safe_load(value), str), f"{spec.name}:={value} parses as non-string"
