@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -155,14 +156,24 @@ class Processes:
         """A benchmarks/node_peers.py process (publisher, subscriber, ...)."""
         return self.start(name, [sys.executable, str(PEERS)] + role_args)
 
-    def run_peer(self, name: str, role_args: list[str], timeout: float) -> int:
-        """A node_peers.py process run to its end; RuntimeError (with its log) when it overruns."""
+    def run_peer(self, name: str, role_args: list[str], timeout: float,
+                 watch: dict[str, subprocess.Popen] | None = None) -> int:
+        """A node_peers.py process run to its end; RuntimeError (with its log) when it overruns, or
+        at once when one of the ``watch`` processes (log name -> process, e.g. the dpt_nodes it
+        talks to) exits first: a node that cannot start fails the run with its own error."""
         process = self.start_peer(name, role_args)
-        try:
-            return process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop(process)
-            raise RuntimeError(f"{name} did not finish in {timeout:.0f} s\n{self.log(name)}") from None
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            for watched_name, watched in (watch or {}).items():
+                if watched.poll() is not None:
+                    self.stop(process)
+                    raise RuntimeError(f"{watched_name} exited with {watched.returncode} while {name} ran\n"
+                                       f"{self.log(watched_name)}")
+            if time.monotonic() > deadline:
+                self.stop(process)
+                raise RuntimeError(f"{name} did not finish in {timeout:.0f} s\n{self.log(name)}")
+            time.sleep(0.2)
+        return process.returncode
 
     def log(self, name: str, lines: int = 30) -> str:
         text = (self.folder / f"{name}.log").read_text(errors="replace").splitlines()

@@ -130,7 +130,8 @@ def run_configuration(name: str, args, env: dict, folder: Path, cameras: list[st
             "stream", "--ns", namespace, "--cameras", ",".join(cameras), "--size", args.size,
             "--seconds", str(args.warmup_seconds + args.seconds), "--lead", str(args.lead),
             "--startup-timeout", str(STARTUP_TIMEOUT), "--wait-for-subscribers", ",".join(topics),
-            "--out", str(paths["stream"])], timeout=STARTUP_TIMEOUT + args.warmup_seconds + args.seconds + 60)
+            "--out", str(paths["stream"])], timeout=STARTUP_TIMEOUT + args.warmup_seconds + args.seconds + 60,
+            watch=started)
         for log, process in started.items():
             if process.poll() is not None:
                 raise RuntimeError(f"{log} exited with {process.returncode}\n{processes.log(log)}")

@@ -197,7 +197,7 @@ def main(argv=None) -> int:
             "publisher", "--ns", NAMESPACE, "--sizes", args.sizes, "--frames", str(args.frames),
             "--warmup", str(args.warmup), "--wait-for-subscribers", ",".join(topics),
             "--frame-timeout", str(args.frame_timeout), "--out", str(folder / "publisher.json")],
-            timeout=max(10.0, args.timeout - (time.monotonic() - started)))
+            timeout=max(10.0, args.timeout - (time.monotonic() - started)), watch={"dpt_node": node})
         if node.poll() is not None:
             raise RuntimeError(f"dpt_node exited with {node.returncode}\n{processes.log('dpt_node')}")
         if code != 0:
