@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -138,6 +139,24 @@ def node_command(namespace: str, params: dict[str, str], node_name: str | None =
     for name, value in params.items():
         ros_args += ["-p", f"{name}:={value}"]
     return [str(NODE_EXECUTABLE), "--ros-args"] + ros_args
+
+
+def prepare_run(args, prefix: str):
+    """What every node benchmark starts with: the installed dpt_node must exist, the DDS
+    environment (``args.domain_id``, ``args.fastdds_profile``) is built, the records folder
+    (``args.keep`` or a new temporary one) is made.  Returns (env, dds description, folder), or None
+    after printing why the run cannot start."""
+    if not NODE_EXECUTABLE.exists():
+        print(f"no {NODE_EXECUTABLE}: run `make setup` (colcon build) first", file=sys.stderr)
+        return None
+    try:
+        env, dds = ros_environment(args.domain_id, args.fastdds_profile)
+    except FileNotFoundError as error:
+        print(error, file=sys.stderr)
+        return None
+    folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix=prefix))
+    folder.mkdir(parents=True, exist_ok=True)
+    return env, dds, folder
 
 
 class Processes:

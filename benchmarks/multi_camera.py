@@ -43,12 +43,11 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench_util import (COMPILE_HELP, NODE_EXECUTABLE, Processes, default_device, format_table, node_command,
-                        node_parameters, output_topics, ros_environment, use_checkout)
+from bench_util import (COMPILE_HELP, Processes, default_device, format_table, node_command, node_parameters,
+                        output_topics, prepare_run, use_checkout)
 
 use_checkout()
 
@@ -183,16 +182,10 @@ def results_table(results: dict, cameras: list[str]) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not NODE_EXECUTABLE.exists():
-        print(f"no {NODE_EXECUTABLE}: run `make setup` (colcon build) first", file=sys.stderr)
+    prepared = prepare_run(args, "dpt_bench_multi_")
+    if prepared is None:
         return 2
-    try:
-        env, dds = ros_environment(args.domain_id, args.fastdds_profile)
-    except FileNotFoundError as error:
-        print(error, file=sys.stderr)
-        return 2
-    folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dpt_bench_multi_"))
-    folder.mkdir(parents=True, exist_ok=True)
+    env, dds, folder = prepared
     cameras = [f"cam{index}" for index in range(args.cameras)]
     topics = subscribed_outputs(args)
     date = time.strftime("%Y-%m-%d %H:%M:%S")

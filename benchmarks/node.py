@@ -28,12 +28,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from bench_util import (COMPILE_HELP, NODE_EXECUTABLE, Processes, default_device, format_table, node_command,
-                        node_parameters, output_topics, percentile, ros_environment, use_checkout)
+from bench_util import (COMPILE_HELP, Processes, default_device, format_table, node_command, node_parameters,
+                        output_topics, percentile, prepare_run, use_checkout)
 
 use_checkout()
 
@@ -160,16 +158,10 @@ def cloud_table(cloud_runs: list[dict]) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not NODE_EXECUTABLE.exists():
-        print(f"no {NODE_EXECUTABLE}: run `make setup` (colcon build) first", file=sys.stderr)
+    prepared = prepare_run(args, "dpt_bench_node_")
+    if prepared is None:
         return 2
-    try:
-        env, dds = ros_environment(args.domain_id, args.fastdds_profile)
-    except FileNotFoundError as error:
-        print(error, file=sys.stderr)
-        return 2
-    folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dpt_bench_node_"))
-    folder.mkdir(parents=True, exist_ok=True)
+    env, dds, folder = prepared
     topics = output_topics(args.variant, args.tasks)
     date = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"# node benchmark {date}: {args.variant} ({args.tasks}) on {args.device} {args.precision} "
