@@ -22,7 +22,7 @@ import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import InvalidParameterTypeException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -195,7 +195,14 @@ class DptNode(Node):
     def __init__(self, **kwargs):
         super().__init__("dpt_node", **kwargs)
         for spec in params.PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            try:
+                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            except InvalidParameterTypeException as error:
+                # A value of the wrong type (e.g. `-p input_size:=large`): one line, not a traceback.
+                hint = (" (the command line reads values as YAML: quote it, e.g. -p 'name:=\"off\"')"
+                        if isinstance(spec.default, str) else "")
+                raise ModelLoadError(f"invalid parameter: {spec.name} must be of type {type(spec.default).__name__}"
+                                     f"{hint}; {str(error).split(': ')[0]}") from None
         self.declare_parameter("cameras", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
             description="Input namespaces served by this node, batched into one forward pass (e.g. "
                         "[front, left]); unset = one camera on image/camera_info [restart needed]",

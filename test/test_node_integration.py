@@ -276,3 +276,16 @@ def test_model_that_cannot_load_exits_with_one_clear_error(tmp_path):
     assert len(error_lines) == 1, text
     assert "/nonexistent/weights.pt" in error_lines[0]
     assert "Traceback" not in text
+
+
+def test_parameter_of_the_wrong_type_ends_with_one_clear_error(tmp_path):
+    from support.ros_harness import start_executable
+
+    log = tmp_path / "type.log"
+    process = start_executable("dpt_node", "-r", "__ns:=/dpt_type", "-p", "model.variant:=dpt_tiny",
+                               "-p", "input_size:=large", "-p", "device:=cpu", log_path=log)
+    assert process.wait(timeout=120) != 0
+    text = log.read_text()
+    error_lines = [line for line in text.splitlines() if "ERROR" in line]
+    assert len(error_lines) == 1 and "Traceback" not in text, text
+    assert "input_size must be of type int" in error_lines[0] and "'large'" in error_lines[0]
