@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from dpt_ros.geometry import decimate
 
@@ -26,6 +27,7 @@ from dpt_ros.geometry import decimate
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = 1, 2, 3, 4, 5, 6, 7, 8
 
 _ALIGN = 4
+_UINT8 = (np.uint8, torch.uint8)  # the label/colour dtype, as numpy and torch spell it
 
 
 @dataclass
@@ -90,22 +92,21 @@ def pack_cloud(xyz, rgb=None, labels=None, stride: int = 1) -> PackedCloud:
     column is kept (height = ceil(H / stride), width = ceil(W / stride)).  NaN points are kept as
     NaN, so ``is_dense`` is False.
     """
-    on_torch = _is_tensor(xyz)
+    on_torch = isinstance(xyz, torch.Tensor)
     if not on_torch:
         xyz, rgb, labels = (np.asarray(a) if a is not None else None for a in (xyz, rgb, labels))
     if xyz.ndim != 3 or xyz.shape[2] != 3:
         raise ValueError(f"xyz must be (H, W, 3), got {tuple(xyz.shape)}")
     if rgb is not None:
-        if tuple(rgb.shape) != tuple(xyz.shape) or str(rgb.dtype).replace("torch.", "") != "uint8":
-            raise ValueError(f"rgb must be uint8 {tuple(xyz.shape)}, got {str(rgb.dtype).replace('torch.', '')} "
-                             f"{tuple(rgb.shape)}")
+        if tuple(rgb.shape) != tuple(xyz.shape) or rgb.dtype not in _UINT8:
+            raise ValueError(f"rgb must be uint8 {tuple(xyz.shape)}, got {rgb.dtype} {tuple(rgb.shape)}")
     if labels is not None:
         if tuple(labels.shape) != tuple(xyz.shape[:2]):
             raise ValueError(f"labels must be {tuple(xyz.shape[:2])}, got {tuple(labels.shape)}")
-        if str(labels.dtype).replace("torch.", "") != "uint8":
-            if labels.shape[0] * labels.shape[1] and (int(labels.min()) < 0 or int(labels.max()) > 255):
+        if labels.dtype not in _UINT8:
+            if min(labels.shape) > 0 and (int(labels.min()) < 0 or int(labels.max()) > 255):
                 raise ValueError("labels must fit in uint8 (0..149, 255 = unknown)")
-            labels = labels.to(_torch().uint8) if on_torch else labels.astype(np.uint8)
+            labels = labels.to(torch.uint8) if on_torch else labels.astype(np.uint8)
 
     xyz = decimate(xyz, stride)
     rgb = decimate(rgb, stride) if rgb is not None else None
@@ -121,7 +122,6 @@ def pack_cloud(xyz, rgb=None, labels=None, stride: int = 1) -> PackedCloud:
     buffer = bytearray(height * width * point_step)
     host = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, point_step)
     if on_torch:
-        torch = _torch()
         block = torch.zeros((height, width, point_step), dtype=torch.uint8, device=xyz.device)
         _interleave(block, block.view(torch.float32), xyz.to(torch.float32),
                     rgb.flip(-1) if rgb is not None else None, labels)
@@ -145,16 +145,6 @@ def _interleave(block, floats, xyz, bgr, labels) -> None:
         offset += 4
     if labels is not None:
         block[:, :, offset] = labels
-
-
-def _is_tensor(values) -> bool:
-    return type(values).__module__.startswith("torch")
-
-
-def _torch():
-    import torch
-
-    return torch
 
 
 def _is_rclpy_class(cls) -> bool:
