@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -200,14 +199,9 @@ class Processes:
 
     @staticmethod
     def stop(process: subprocess.Popen, timeout: float = 20.0) -> int:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        from dpt_ros.processes import stop_process
+
+        return stop_process(process, timeout)
 
     def stop_all(self) -> None:
         for _, process in reversed(self.children):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from dpt_ros.cloud import from_pointcloud2, write_ply
 from dpt_ros.colorize import colorize_depth
 from dpt_ros.msg import InferenceStats, LabelInfo
+from dpt_ros.processes import stop_process
 
 NAMESPACE = "/demo"
 
@@ -201,13 +201,7 @@ def main(argv=None) -> int:
         pass
     finally:
         for process in (camera, node_process):
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in (camera, node_process):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
         node.destroy_node()
         rclpy.try_shutdown()
     if status == 0 and not recorder.counts.get("stats"):

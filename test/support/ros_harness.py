@@ -16,6 +16,10 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from dpt_ros.processes import stop_process
+
+stop = stop_process  # what the tests import
+
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_LIB = REPO / "install" / "dpt_ros" / "lib" / "dpt_ros"
 
@@ -28,15 +32,6 @@ def start_executable(name: str, *ros_args: str, log_path: Path | None = None) ->
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
-def stop(process: subprocess.Popen, timeout: float = 15.0) -> int:
-    if process.poll() is None:
-        process.send_signal(2)  # SIGINT, as Ctrl-C / launch would
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
 
 
 class Harness:
