@@ -264,28 +264,28 @@ def test_compile_mode_falls_back_cleanly_where_it_cannot_work(rig):
     assert rig.process.poll() is None
 
 
-def test_model_that_cannot_load_exits_with_one_clear_error(tmp_path):
+def failure_output(tmp_path, *ros_args: str) -> tuple[str, str]:
+    """Run dpt_node with ``ros_args`` expecting it to fail at start-up: (its one ERROR line, whole log).
+    Asserts the non-zero exit, exactly one ERROR line and no traceback."""
     from support.ros_harness import start_executable
 
     log = tmp_path / "fail.log"
-    process = start_executable("dpt_node", "-r", "__ns:=/dpt_fail", "-p", "model.variant:=dpt_tiny",
-                               "-p", "model.weights:=/nonexistent/weights.pt", "-p", "device:=cpu", log_path=log)
+    process = start_executable("dpt_node", *ros_args, log_path=log)
     assert process.wait(timeout=120) != 0
     text = log.read_text()
     error_lines = [line for line in text.splitlines() if "ERROR" in line]
     assert len(error_lines) == 1, text
-    assert "/nonexistent/weights.pt" in error_lines[0]
-    assert "Traceback" not in text
+    assert "Traceback" not in text, text
+    return error_lines[0], text
+
+
+def test_model_that_cannot_load_exits_with_one_clear_error(tmp_path):
+    error, _ = failure_output(tmp_path, "-r", "__ns:=/dpt_fail", "-p", "model.variant:=dpt_tiny",
+                              "-p", "model.weights:=/nonexistent/weights.pt", "-p", "device:=cpu")
+    assert "/nonexistent/weights.pt" in error
 
 
 def test_parameter_of_the_wrong_type_ends_with_one_clear_error(tmp_path):
-    from support.ros_harness import start_executable
-
-    log = tmp_path / "type.log"
-    process = start_executable("dpt_node", "-r", "__ns:=/dpt_type", "-p", "model.variant:=dpt_tiny",
-                               "-p", "input_size:=large", "-p", "device:=cpu", log_path=log)
-    assert process.wait(timeout=120) != 0
-    text = log.read_text()
-    error_lines = [line for line in text.splitlines() if "ERROR" in line]
-    assert len(error_lines) == 1 and "Traceback" not in text, text
-    assert "input_size must be of type int" in error_lines[0] and "'large'" in error_lines[0]
+    error, _ = failure_output(tmp_path, "-r", "__ns:=/dpt_type", "-p", "model.variant:=dpt_tiny",
+                              "-p", "input_size:=large", "-p", "device:=cpu")
+    assert "input_size must be of type int" in error and "'large'" in error
