@@ -56,11 +56,6 @@ class ModelRunner:
                 self._fall_back(f"torch.compile failed: {type(error).__name__}: {error}")
 
     @property
-    def mode(self) -> str:
-        """The mode asked for."""
-        return self._mode
-
-    @property
     def status(self) -> str:
         """What runs now: the mode, or "eager (<mode> fell back: <reason>)"."""
         if self._fallback_reason:
