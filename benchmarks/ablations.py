@@ -11,6 +11,11 @@ Model variants, timed alternately on one input (median and p90 over ``--runs``):
 * ``torch-compile`` - (``--compile``) the channels-last model through the engine's ModelRunner in
                       mode torch_compile (inductor); its one-off compile time is printed.
 
+Host-side cloud work (``--cloud-only``): back-projection and point packing of a 640x480 frame from
+numpy arrays (what CPU engines run) against the same functions on CPU torch tensors (the GPU
+path's code on the CPU), quiet and again with two busy-looping processes on the cores: the
+measurement behind ``pipeline.derives_on_device``.  Both must give identical bytes.
+
 Segmentation post-processing (``--postprocess``): the engine's ``resized_argmax`` (bilinear
 resize of the 150-class logits to the image size, then argmax) against the same computation on
 channels_last logits; both must give identical labels.
@@ -18,6 +23,7 @@ channels_last logits; both must give identical labels.
     python benchmarks/ablations.py --variant dpt_hybrid --runs 5
     python benchmarks/ablations.py --postprocess-only
     python benchmarks/ablations.py --variant dpt_hybrid --model-only --compile
+    python benchmarks/ablations.py --cloud-only --runs 30
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ from bench_util import format_table, percentile, use_checkout
 
 use_checkout()
 
+from dpt_ros.cloud import pack_cloud  # noqa: E402
+from dpt_ros.geometry import depth_to_xyz, depth_to_xyz_torch  # noqa: E402
 from dpt_ros.inference import resized_argmax  # noqa: E402
 from dpt_ros.model import build_model  # noqa: E402
 from dpt_ros.model_runner import ModelRunner  # noqa: E402
@@ -114,6 +122,45 @@ def postprocess_ablation(args) -> str:
     return title + "\n" + format_table(["segmentation post-processing", "p50 ms", "p90 ms", "time / engine"], rows)
 
 
+def cloud_ablation(args) -> str:
+    import subprocess
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.3, 10.0, (480, 640)).astype(np.float32)
+    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    labels = rng.integers(0, 150, (480, 640), dtype=np.uint8)
+    tensors = [torch.from_numpy(a) for a in (depth, rgb, labels)]
+    intrinsics = (525.0, 525.0, 319.5, 239.5)
+    xyz, xyz_t = depth_to_xyz(depth, *intrinsics), depth_to_xyz_torch(tensors[0], *intrinsics)
+    functions = {
+        "back-projection numpy": lambda: depth_to_xyz(depth, *intrinsics),
+        "back-projection torch": lambda: depth_to_xyz_torch(tensors[0], *intrinsics),
+        "pack numpy": lambda: pack_cloud(xyz, rgb, labels),
+        "pack torch": lambda: pack_cloud(xyz_t, tensors[1], tensors[2]),
+    }
+    same = bytes(pack_cloud(xyz, rgb, labels).data) == bytes(pack_cloud(xyz_t, tensors[1], tensors[2]).data)
+    with torch.inference_mode():
+        quiet = alternate(functions, args.runs, args.warmup)
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        try:
+            time.sleep(0.5)
+            loaded = alternate(functions, args.runs, args.warmup)
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+    rows = []
+    for step in ("back-projection", "pack"):
+        for label, times in (("quiet", quiet), ("2 busy processes", loaded)):
+            numpy_ms, torch_ms = (percentile(times[f"{step} {lib}"], 50) for lib in ("numpy", "torch"))
+            rows.append([step, label, numpy_ms, torch_ms, torch_ms / numpy_ms])
+    title = (f"# 640x480 cloud work on cpu ({torch.get_num_threads()} torch threads), {args.runs} runs alternating; "
+             f"identical bytes: {same}")
+    return title + "\n" + format_table(["step", "cores", "numpy p50 ms", "torch p50 ms", "torch / numpy"], rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="dpt_hybrid")
@@ -128,8 +175,12 @@ def main(argv=None) -> int:
     parser.add_argument("--postprocess-only", action="store_true")
     parser.add_argument("--model-only", action="store_true")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile row (compiles for minutes)")
+    parser.add_argument("--cloud-only", action="store_true", help="only the numpy vs torch cloud-work table")
     args = parser.parse_args(argv)
     print(f"# ablations {time.strftime('%Y-%m-%d %H:%M:%S')}, torch {torch.__version__}", flush=True)
+    if args.cloud_only:
+        print(cloud_ablation(args), flush=True)
+        return 0
     if not args.postprocess_only:
         print(model_ablation(args), flush=True)
     if not args.model_only:

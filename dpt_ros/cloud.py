@@ -87,8 +87,8 @@ def pack_cloud(xyz, rgb=None, labels=None, stride: int = 1) -> PackedCloud:
 
     Inputs are numpy arrays, or torch tensors on one device (a GPU: the points are interleaved
     there and only the finished cloud crosses to the host, in one copy).  Arrays are packed with
-    numpy: single-threaded, it keeps its speed on loaded cores where torch's CPU kernels do not
-    (benchmarks/NOTES.md).  The cloud stays organized: with ``stride`` > 1 every stride-th row and
+    numpy: single-threaded, it keeps a steadier speed on loaded cores than torch's CPU kernels
+    (benchmarks/NOTES.md, `ablations.py --cloud-only`).  The cloud stays organized: with ``stride`` > 1 every stride-th row and
     column is kept (height = ceil(H / stride), width = ceil(W / stride)).  NaN points are kept as
     NaN, so ``is_dense`` is False.
     """

@@ -9,7 +9,7 @@ the tensors the engine kept there (``infer(keep_on_device=True)``): the back-pro
 interleaving of x, y, z, rgb, label happen on the GPU and the finished cloud is copied to the host
 once.  With a CPU engine they are computed with numpy: single-threaded numpy keeps its speed when
 other processes load the cores, while torch's multi-threaded element-wise kernels slowed down
-up to 50x there (benchmarks/NOTES.md).  The colour visualisations (debug outputs) are made on
+up to 100x there (benchmarks/NOTES.md, `ablations.py --cloud-only`).  The colour visualisations (debug outputs) are made on
 the host either way.
 """
 from __future__ import annotations
