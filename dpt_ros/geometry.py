@@ -104,6 +104,57 @@ def intrinsics_from_projection(P, from_size=None,
     return fx, fy, cx, cy
 
 
+def camera_intrinsics(info, height: int, width: int) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) of an image of ``height`` x ``width`` pixels described by a CameraInfo.
+
+    ``info`` is duck-typed (rclpy or rosbags CameraInfo): ``p``, ``width``, ``height``,
+    ``binning_x``, ``binning_y`` and ``roi`` (``x_offset``, ``y_offset``, ``width``, ``height``).
+    As image_geometry's PinholeCameraModel does, the calibration (P, at the full sensor
+    resolution width x height) is first cut to the ROI (an ROI of zero size is the full image)
+    and divided by the binning (0 means 1): fx' = fx / bx, cx' = (cx - x_offset) / bx, and so
+    for y.  An image of exactly that size gets those intrinsics; an image that is that one
+    rescaled uniformly (the same factor on both axes, to the pixel) gets them rescaled as
+    image_proc's resize does.  Any other size raises ValueError naming both sizes, as does an
+    ROI outside the sensor or an uncalibrated P.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    binning_x = max(1, int(info.binning_x))
+    binning_y = max(1, int(info.binning_y))
+    roi = info.roi
+    full_roi = roi.width == 0 or roi.height == 0
+    x_offset, y_offset = (0, 0) if full_roi else (int(roi.x_offset), int(roi.y_offset))
+    roi_width, roi_height = (int(info.width), int(info.height)) if full_roi else (int(roi.width), int(roi.height))
+    if not full_roi and info.width and info.height and (
+            x_offset + roi_width > info.width or y_offset + roi_height > info.height):
+        raise ValueError(f"camera_info ROI {roi_width}x{roi_height}+{x_offset}+{y_offset} lies outside the "
+                         f"{info.width}x{info.height} sensor")
+    expected_w, expected_h = roi_width // binning_x, roi_height // binning_y
+    p = np.asarray(info.p, dtype=np.float64).reshape(-1)
+    if p.size != 12:
+        raise ValueError(f"P must have 12 elements (3x4 row-major), got {p.size}")
+    fx, fy = p[0] / binning_x, p[5] / binning_y
+    cx, cy = (p[2] - x_offset) / binning_x, (p[6] - y_offset) / binning_y
+    if (height, width) != (expected_h, expected_w):
+        if expected_w <= 0 or expected_h <= 0:
+            raise ValueError(f"camera_info gives no image size ({info.width}x{info.height}, binning "
+                             f"{binning_x}x{binning_y}) to match the {width}x{height} image against")
+        scale = width / expected_w
+        if round(expected_h * scale) != height:
+            raise ValueError(f"camera_info describes a {expected_w}x{expected_h} image (size, ROI and binning) "
+                             f"but the image is {width}x{height}, not a uniform rescale of it")
+        fx, cx, fy, cy = fx * scale, cx * scale, fy * height / expected_h, cy * height / expected_h
+    fx, fy, cx, cy = float(fx), float(fy), float(cx), float(cy)
+    _check_intrinsics(fx, fy, cx, cy)
+    return fx, fy, cx, cy
+
+
+def has_distortion(info) -> bool:
+    """True when a CameraInfo declares non-zero distortion coefficients: such an image is not
+    rectified, and back-projecting it through P places its points slightly wrong."""
+    return any(float(value) != 0.0 for value in info.d)
+
+
 def check_stride(stride) -> int:
     """Validate a decimation stride (a positive integer) and return it as int."""
     if isinstance(stride, bool) or int(stride) != stride or stride < 1:

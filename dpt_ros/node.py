@@ -33,15 +33,12 @@ from dpt_ros.cloud import to_pointcloud2
 from dpt_ros.geometry import intrinsics_from_projection
 from dpt_ros.image_codec import ImageDecodeError, array_to_image_fields, compressed_to_rgb, image_to_rgb
 from dpt_ros.labels import ADE20K_CLASSES, ADE20K_COLORS_PACKED, IGNORE_LABEL
+from dpt_ros.model_config import ModelConfig, ModelLoadError, build_engine, describe_compile
 from dpt_ros.msg import InferenceStats, LabelInfo
 from dpt_ros.pipeline import Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, process_frames
 
 THROTTLE_S = 5.0
 CAMERA_INFO_HISTORY = 30
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be built or its weights could not be loaded."""
 
 
 class FrameRejected(ValueError):
@@ -52,59 +49,6 @@ class FrameRejected(ValueError):
 class PendingFrame:
     msg: object
     received: float  # time.monotonic() at reception
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    variant: str
-    weights: str
-    allow_random_weights: bool
-    tasks: tuple[str, ...]
-    segmentation_variant: str
-    segmentation_weights: str
-    device: str
-    precision: str
-    compile: str
-    input_size: int
-
-
-def build_engine(config: ModelConfig, logger):
-    """The inference engine for ``config``; raises ModelLoadError with an actionable message."""
-    from dpt_ros.inference import InferenceEngine
-
-    def weights_of(value: str, what: str):
-        if value:
-            return value
-        if not config.allow_random_weights:
-            raise ModelLoadError(f"{what} is empty: set it to a checkpoint path, URL or 'auto', or set "
-                                 "model.allow_random_weights:=true to run with random weights")
-        logger.warning(f"{what} is empty: running with RANDOM weights, outputs are meaningless")
-        return None
-
-    try:
-        segmentation_variant = config.segmentation_variant or params.segmentation_variant_for(config.variant)
-        depth_weights = weights_of(config.weights, "model.weights")
-        segmentation_weights = (weights_of(config.segmentation_weights, "model.segmentation_weights")
-                                if "segmentation" in config.tasks and "depth" in config.tasks else depth_weights)
-        return InferenceEngine.from_variant(
-            config.variant, tasks=config.tasks, weights=depth_weights,
-            segmentation_variant=segmentation_variant,
-            segmentation_weights=segmentation_weights, device=config.device, precision=config.precision,
-            input_size=config.input_size or None, compile_mode=config.compile, warn=logger.warning)
-    except ModelLoadError:
-        raise
-    except Exception as error:  # any failure to build/load is reported the same way
-        raise ModelLoadError(f"cannot load model {config.variant!r} ({', '.join(config.tasks)}): "
-                             f"{type(error).__name__}: {error}") from error
-
-
-def _describe_compile(engine) -> str:
-    """"eager", "cuda_graph", ... or "depth: ..., segmentation: ..." when the tasks differ (a fallback
-    can hit one model only)."""
-    statuses = engine.compile_status
-    if len(set(statuses.values())) == 1:
-        return next(iter(statuses.values()))
-    return ", ".join(f"{task}: {status}" for task, status in statuses.items())
 
 
 def _descriptor(spec: params.ParameterSpec) -> ParameterDescriptor:
@@ -221,11 +165,11 @@ class DptNode(Node):
 
         self._model_config = self._read_model_config()
         started = time.monotonic()
-        self._engine = build_engine(self._model_config, self.get_logger())
+        self._engine = build_engine(self._model_config, self.get_logger().warning)
         self.get_logger().info(
             f"loaded {self._model_config.variant} ({', '.join(self._model_config.tasks)}) on "
             f"{self._engine.device} {self._engine.precision} in {time.monotonic() - started:.1f} s; "
-            f"depth output: {self._engine.depth_output_kind}; forward: {_describe_compile(self._engine)}")
+            f"depth output: {self._engine.depth_output_kind}; forward: {describe_compile(self._engine)}")
 
         self._wake = threading.Condition()  # guards the ports' pending frames and _reload_requested
         self._reload_requested = False
@@ -324,7 +268,7 @@ class DptNode(Node):
             return
         self.get_logger().info(f"reloading model: {config}")
         try:
-            engine = build_engine(config, self.get_logger())
+            engine = build_engine(config, self.get_logger().warning)
         except ModelLoadError as error:
             self._last_error = str(error)
             self.get_logger().error(f"model reload failed, keeping {self._model_config.variant}: {error}")
@@ -332,7 +276,7 @@ class DptNode(Node):
         self._engine, self._model_config = engine, config
         self._publish_label_info()
         self.get_logger().info(f"now running {config.variant} ({', '.join(config.tasks)}) on {engine.device} "
-                               f"{engine.precision}; forward: {_describe_compile(engine)}")
+                               f"{engine.precision}; forward: {describe_compile(engine)}")
 
     def _camera_info_for(self, port: CameraPort, header) -> CameraInfo | None:
         infos = list(port.camera_infos)
@@ -493,7 +437,7 @@ class DptNode(Node):
                 values=[KeyValue(key=k, value=str(v)) for k, v in (
                     ("variant", self._model_config.variant), ("tasks", ",".join(self._model_config.tasks)),
                     ("device", self._engine.device), ("precision", self._engine.precision),
-                    ("compile", _describe_compile(self._engine)),
+                    ("compile", describe_compile(self._engine)),
                     ("image_topic", port.image_topic),
                     ("rate_hz", f"{rate:.2f}"), ("latency_p50_ms", f"{p50:.1f}"),
                     ("frames_received", counters.get("received", 0)),

@@ -139,18 +139,3 @@ def validate_cameras(cameras: list[str]) -> str | None:
 
 def tasks_of(value: str) -> tuple[str, ...]:
     return ("depth", "segmentation") if value == "both" else (value,)
-
-
-def segmentation_variant_for(variant: str) -> str:
-    """What model.segmentation_variant '' means: the variant whose segmentation model shares
-    ``variant``'s backbone (the metric variants dpt_hybrid_kitti/nyu have no segmentation head of
-    their own, so dpt_hybrid's is used)."""
-    from dpt_ros.model import VARIANTS
-
-    spec = VARIANTS[variant]
-    if "segmentation" in spec.tasks:
-        return variant
-    for name, other in VARIANTS.items():
-        if other.backbone == spec.backbone and "segmentation" in other.tasks:
-            return name
-    raise ValueError(f"no segmentation model shares {variant}'s backbone; set model.segmentation_variant")

@@ -126,3 +126,58 @@ def test_decimate_keeps_exact_pixels():
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="positive integer"):
             check_stride(bad)
+
+
+def _camera_info(binning=(0, 0), roi=(0, 0, 0, 0), d=()):
+    from types import SimpleNamespace
+
+    x_offset, y_offset, roi_width, roi_height = roi
+    return SimpleNamespace(
+        width=640, height=480, p=[600.0, 0.0, 320.0, 0.0, 0.0, 610.0, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        binning_x=binning[0], binning_y=binning[1], d=list(d),
+        roi=SimpleNamespace(x_offset=x_offset, y_offset=y_offset, width=roi_width, height=roi_height))
+
+
+@pytest.mark.parametrize("binning, roi, image_size, expected", [
+    ((0, 0), (0, 0, 0, 0), (480, 640), (600.0, 610.0, 320.0, 240.0)),       # as calibrated
+    ((1, 1), (0, 0, 0, 0), (480, 640), (600.0, 610.0, 320.0, 240.0)),       # binning 1 = none
+    ((2, 2), (0, 0, 0, 0), (240, 320), (300.0, 305.0, 160.0, 120.0)),       # 2x2 binning
+    ((2, 1), (0, 0, 0, 0), (480, 320), (300.0, 610.0, 160.0, 240.0)),       # horizontal binning only
+    ((0, 0), (100, 50, 320, 240), (240, 320), (600.0, 610.0, 220.0, 190.0)),  # ROI: centre moves
+    ((2, 2), (100, 50, 320, 240), (120, 160), (300.0, 305.0, 110.0, 95.0)),   # ROI, then binning
+    ((0, 0), (0, 0, 0, 0), (240, 320), (300.0, 305.0, 160.0, 120.0)),       # uniformly resized to half
+    ((0, 0), (0, 0, 0, 0), (960, 1280), (1200.0, 1220.0, 640.0, 480.0)),    # and to double
+])
+def test_camera_intrinsics_follow_binning_roi_and_uniform_resize(binning, roi, image_size, expected):
+    from dpt_ros.geometry import camera_intrinsics
+
+    assert camera_intrinsics(_camera_info(binning, roi), *image_size) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("binning, roi, image_size, fragment", [
+    ((0, 0), (0, 0, 0, 0), (480, 320), "not a uniform rescale"),
+    ((2, 1), (0, 0, 0, 0), (240, 320), "describes a 320x480 image"),
+    ((0, 0), (400, 0, 320, 240), (240, 320), "outside the 640x480 sensor"),
+])
+def test_camera_intrinsics_refuse_a_size_they_do_not_describe(binning, roi, image_size, fragment):
+    from dpt_ros.geometry import camera_intrinsics
+
+    with pytest.raises(ValueError, match=fragment):
+        camera_intrinsics(_camera_info(binning, roi), *image_size)
+
+
+def test_camera_intrinsics_refuse_an_uncalibrated_camera():
+    from dpt_ros.geometry import camera_intrinsics
+
+    info = _camera_info()
+    info.p = [0.0] * 12
+    with pytest.raises(ValueError, match="uncalibrated"):
+        camera_intrinsics(info, 480, 640)
+
+
+def test_distortion_is_detected():
+    from dpt_ros.geometry import has_distortion
+
+    assert not has_distortion(_camera_info(d=()))
+    assert not has_distortion(_camera_info(d=(0.0,) * 5))
+    assert has_distortion(_camera_info(d=(-0.28, 0.07, 0.0, 0.0, 0.0)))

@@ -58,7 +58,9 @@ def test_readme_documents_every_parameter_with_its_default():
     ("dpt_tiny", "dpt_tiny"),
 ])
 def test_empty_segmentation_variant_means_the_same_backbone(variant, expected):
-    assert params.segmentation_variant_for(variant) == expected
+    from dpt_ros.model_config import segmentation_variant_for
+
+    assert segmentation_variant_for(variant) == expected
 
 
 def test_compile_choices_are_the_engines_modes():
