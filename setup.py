@@ -30,7 +30,7 @@ setup(
     extras_require={"test": ["pytest", "pytest-timeout", "transformers"]},
     entry_points={
         "console_scripts": [
-            "dpt_node = dpt_ros.node:main",
+            "dpt_node = dpt_ros.ros.node:main",
             "demo_camera = dpt_ros.demo_camera:main",
             "evaluate_bag = dpt_ros.evaluate_bag:main",
         ],

@@ -419,8 +419,9 @@ class DemoCamera(Node):
         rgb = self.source.frame(index, index / self.rate_hz)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
         pixels = rgb if self.encoding == "rgb8" else rgb[:, :, ::-1]
-        self.image_pub.publish(image_message(header, pixels, self.encoding))
+        # camera_info first, as camera drivers do: a subscriber pairing by stamp has it when the image comes.
         self.info_pub.publish(camera_info_message(header, self.width, self.height, self.intrinsics))
+        self.image_pub.publish(image_message(header, pixels, self.encoding))
         if self.compressed_pub is not None:
             self.compressed_pub.publish(compressed_message(header, rgb, self.encoding))
         self.frames_published += 1

@@ -130,13 +130,27 @@ def mono16_to_mono8(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def image_to_rgb(msg) -> np.ndarray:
+class ImageTooLarge(ImageDecodeError):
+    """The image has more pixels than the caller accepts; it was not decoded."""
+
+
+def check_pixel_count(width: int, height: int, max_pixels: int | None, what: str = "image") -> None:
+    """Raise ImageTooLarge when ``width`` x ``height`` exceeds ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and int(width) * int(height) > max_pixels:
+        raise ImageTooLarge(f"{what} is {int(width)}x{int(height)} = {int(width) * int(height)} pixels, more than "
+                            f"the {max_pixels} accepted (parameter max_input_pixels); not decoded")
+
+
+def image_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     """Decode an Image-like message into an (H, W, 3) uint8 RGB array.
+
+    ``max_pixels`` refuses larger images (ImageTooLarge) before their data is touched.
 
     rgb8 returns a view of the message buffer (zero-copy; rows may be padded when step exceeds
     width*3); other encodings return a new contiguous array.  8UC3 is read as bgr8 and 8UC1 as
     mono8 (cv_bridge's convention); mono16 uses :func:`mono16_to_mono8`; alpha is dropped.
     """
+    check_pixel_count(msg.width, msg.height, max_pixels)
     view, encoding = _pixel_view(msg, COLOR_ENCODINGS)
     if encoding == "rgb8":
         return view
@@ -154,8 +168,11 @@ def image_to_rgb(msg) -> np.ndarray:
     return cv2.cvtColor(view, _YUV422_CODES[encoding])
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     """Decode a CompressedImage-like message (JPEG or PNG) into (H, W, 3) uint8 RGB.
+
+    With ``max_pixels``, the size is read from the JPEG/PNG header first and a larger image is
+    refused (ImageTooLarge) without being decoded: a few hundred bytes can claim 10000x10000.
 
     ``format`` is image_transport's string: ``"jpeg"``, ``"png"`` or
     ``"<orig>; <jpeg|png> compressed <target>"``.  An empty format is resolved from the magic
@@ -179,7 +196,17 @@ def compressed_to_rgb(msg) -> np.ndarray:
             f"unsupported CompressedImage format {msg.format!r}; supported: jpeg, png")
     if buf.size == 0:
         raise ImageDecodeError(f"CompressedImage ({kind}) has no data")
-    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if max_pixels is not None:
+        size = compressed_image_size(buf)
+        if size is None:
+            raise ImageDecodeError(f"corrupt {kind.upper()} data ({buf.size} bytes): no image size in its header")
+        check_pixel_count(*size, max_pixels, what=f"{kind.upper()} image")
+    try:
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV's own limit
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ImageDecodeError(f"corrupt {kind.upper()} data ({buf.size} bytes): OpenCV refused it: "
+                               f"{message}") from exc
     if decoded is None:
         raise ImageDecodeError(
             f"corrupt {kind.upper()} data ({buf.size} bytes): cv2.imdecode failed")
@@ -187,6 +214,47 @@ def compressed_to_rgb(msg) -> np.ndarray:
     if target.startswith("rgb"):
         return decoded
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless ...; not DHT 0xC4,
+# JPG 0xC8 or DAC 0xCC, which share the range): their segment holds the image size.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_image_size(data) -> tuple[int, int] | None:
+    """(width, height) from a JPEG or PNG header without decoding the image; None if the data is
+    neither or its header is cut short."""
+    buf = _byte_buffer(data)
+    head = bytes(buf[:33])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        # The IHDR chunk comes first: length(4) "IHDR"(4) width(4) height(4), big-endian.
+        if len(head) < 24 or head[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    position, size = 2, buf.size
+    while position + 4 <= size:
+        if buf[position] != 0xFF:
+            return None
+        marker = int(buf[position + 1])
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
+        length = (int(buf[position + 2]) << 8) | int(buf[position + 3])
+        if marker in _JPEG_SOF:
+            if position + 9 > size:
+                return None
+            height = (int(buf[position + 5]) << 8) | int(buf[position + 6])
+            width = (int(buf[position + 7]) << 8) | int(buf[position + 8])
+            return width, height
+        if marker == 0xDA or length < 2:  # start of scan before any frame header: malformed
+            return None
+        position += 2 + length
+    return None
 
 
 def _sniff_kind(buf: np.ndarray) -> str:

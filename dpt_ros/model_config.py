@@ -50,23 +50,32 @@ def build_engine(config: ModelConfig, warn: Callable[[str], None] = print):
     that silently runs untrained weights publishes plausible-looking garbage)."""
     from dpt_ros.inference import InferenceEngine
 
-    def weights_of(value: str, what: str):
+    def weights_of(value: str, what: str, variant: str, task: str):
+        if value == "auto" and not _has_official_checkpoint(variant, task):
+            if not config.allow_random_weights:
+                raise ModelLoadError(f"{variant} has no official {task} checkpoint: set {what} to a checkpoint "
+                                     f"file or URL, or allow random weights (model.allow_random_weights:=true, "
+                                     "--allow-random-weights)")
+            value = ""
         if value:
             return value
         if not config.allow_random_weights:
             raise ModelLoadError(f"{what} is empty: set it to a checkpoint path, URL or 'auto', or allow "
                                  "random weights (model.allow_random_weights:=true, --allow-random-weights)")
-        warn(f"{what} is empty: running with RANDOM weights, outputs are meaningless")
+        warn(f"{what} is empty or {variant} has no official {task} checkpoint: running with RANDOM weights, "
+             "outputs are meaningless")
         return None
 
     try:
         segmentation_variant = config.segmentation_variant or segmentation_variant_for(config.variant)
         if "depth" in config.tasks:
-            depth_weights = weights_of(config.weights, "model.weights")
-            segmentation_weights = (weights_of(config.segmentation_weights, "model.segmentation_weights")
+            depth_weights = weights_of(config.weights, "model.weights", config.variant, "depth")
+            segmentation_weights = (weights_of(config.segmentation_weights, "model.segmentation_weights",
+                                               segmentation_variant, "segmentation")
                                     if "segmentation" in config.tasks else None)
         else:  # segmentation only: model.weights names the segmentation checkpoint
-            depth_weights = segmentation_weights = weights_of(config.weights, "model.weights")
+            depth_weights = segmentation_weights = weights_of(config.weights, "model.weights",
+                                                              segmentation_variant, "segmentation")
         return InferenceEngine.from_variant(
             config.variant, tasks=config.tasks, weights=depth_weights,
             segmentation_variant=segmentation_variant,
@@ -77,6 +86,13 @@ def build_engine(config: ModelConfig, warn: Callable[[str], None] = print):
     except Exception as error:  # any failure to build/load is reported the same way
         raise ModelLoadError(f"cannot load model {config.variant!r} ({', '.join(config.tasks)}): "
                              f"{type(error).__name__}: {error}") from error
+
+
+def _has_official_checkpoint(variant: str, task: str) -> bool:
+    from dpt_ros.model import VARIANTS
+
+    spec = VARIANTS.get(variant)
+    return spec is None or task not in spec.tasks or spec.tasks[task].checkpoint_url is not None
 
 
 def describe_compile(engine) -> str:

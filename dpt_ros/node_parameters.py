@@ -71,8 +71,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("qos.output.depth", 10, "History depth of the output publishers", applies="restart",
                   minimum=1, maximum=1000),
     ParameterSpec("camera_info.stamp_tolerance", 0.01,
-                  "Largest stamp difference (s) for a camera_info to match an image; otherwise the latest "
-                  "camera_info is used with a warning", minimum=0.0, maximum=10.0),
+                  "Largest stamp difference (s) for a camera_info to pair with an image", minimum=0.0,
+                  maximum=10.0),
+    ParameterSpec("camera_info.max_wait", 0.1,
+                  "Longest wait (s) for the camera_info of an image's stamp; after it the latest camera_info "
+                  "is used with a warning (none yet: no cloud, no depth/camera_info)", minimum=0.0, maximum=5.0),
+    ParameterSpec("max_input_pixels", 4096 * 4096,
+                  "Largest image accepted (width x height), checked on the message's size or the compressed "
+                  "header before decoding; larger frames are rejected and counted", minimum=1, maximum=2**31 - 1),
     ParameterSpec("depth.scale", 0.0,
                   "Relative models: inverse metres = scale*output + shift; 0 = not set (no metric depth)",
                   minimum=0.0, maximum=1e6),
@@ -87,8 +93,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("colored.enabled", True, "Publish depth/colored and segmentation/colored"),
     ParameterSpec("colored.alpha", 0.5, "Opacity of the label colours over the image", minimum=0.0,
                   maximum=1.0),
-    ParameterSpec("diagnostics.period", 1.0, "Seconds between /diagnostics messages", applies="restart",
-                  minimum=0.1, maximum=60.0),
+    ParameterSpec("diagnostics.period", 1.0,
+                  "Seconds between /diagnostics messages (and ~/stats messages when no frame was processed)",
+                  applies="restart", minimum=0.1, maximum=60.0),
+    ParameterSpec("diagnostics.window", 10.0,
+                  "Seconds of recent frames that /diagnostics levels, rates and latency are computed over",
+                  minimum=1.0, maximum=3600.0),
+    ParameterSpec("managed", False,
+                  "Lifecycle: false = configure and activate at start-up (a plain node); true = wait in "
+                  "'unconfigured' for lifecycle transitions (configure loads the model, activate starts "
+                  "processing), as Nav2 servers do", applies="restart"),
 )
 
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
@@ -139,3 +153,50 @@ def validate_cameras(cameras: list[str]) -> str | None:
 
 def tasks_of(value: str) -> tuple[str, ...]:
     return ("depth", "segmentation") if value == "both" else (value,)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model configuration <-> the parameters that make it
+# ------------------------------------------------------------------------------------------------
+
+def model_config_from(values) -> "ModelConfig":
+    """The ModelConfig described by parameter values (a mapping from name to value)."""
+    from dpt_ros.model_config import ModelConfig
+
+    return ModelConfig(
+        variant=values["model.variant"], weights=values["model.weights"],
+        allow_random_weights=values["model.allow_random_weights"], tasks=tasks_of(values["model.tasks"]),
+        segmentation_variant=values["model.segmentation_variant"],
+        segmentation_weights=values["model.segmentation_weights"], device=values["device"],
+        precision=values["precision"], compile=values["compile"], input_size=values["input_size"])
+
+
+def parameter_values_of(config) -> dict:
+    """The reload parameters' values that describe ``config`` (the inverse of model_config_from)."""
+    tasks = "both" if len(config.tasks) == 2 else config.tasks[0]
+    return {"model.variant": config.variant, "model.weights": config.weights,
+            "model.allow_random_weights": config.allow_random_weights, "model.tasks": tasks,
+            "model.segmentation_variant": config.segmentation_variant,
+            "model.segmentation_weights": config.segmentation_weights, "device": config.device,
+            "precision": config.precision, "compile": config.compile, "input_size": config.input_size}
+
+
+# ------------------------------------------------------------------------------------------------
+# Names that are not parameters
+# ------------------------------------------------------------------------------------------------
+
+def closest_name(name: str, known) -> str | None:
+    """The known parameter name a misspelled ``name`` most likely meant, or None.
+
+    Compares whole names and their last dotted part, so `varient` finds `model.variant` and
+    `cloud.strid` finds `cloud.stride`."""
+    import difflib
+
+    best, best_score = None, 0.0
+    for candidate in known:
+        score = max(difflib.SequenceMatcher(None, name, candidate).ratio(),
+                    difflib.SequenceMatcher(None, name.rsplit(".", 1)[-1], candidate.rsplit(".", 1)[-1]).ratio()
+                    if "." in candidate else 0.0)
+        if score > best_score:
+            best, best_score = candidate, score
+    return best if best_score >= 0.75 else None

@@ -73,7 +73,7 @@ def test_messages_cross_processes_intact(sample_publisher):
     assert received["samples/label_info"] == sample_messages.label_info()
     stats = received["samples/stats"]
     assert stats == sample_messages.inference_stats()
-    assert stats.frames_received == 2**40 + 3  # uint64 survives the wire
+    assert stats.frames_received == 2**40 + 4 and stats.frames_failed == 1  # uint64 survives the wire
 
 
 def test_our_messages_come_from_the_install_space():

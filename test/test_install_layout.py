@@ -40,6 +40,8 @@ DEFAULTS = {
     "qos.output.reliability": "reliable",
     "qos.output.depth": 10,
     "camera_info.stamp_tolerance": 0.01,
+    "camera_info.max_wait": 0.1,
+    "max_input_pixels": 16777216,
     "depth.scale": 0.0,
     "depth.shift": 0.0,
     "depth.max_range": 0.0,
@@ -49,6 +51,8 @@ DEFAULTS = {
     "colored.enabled": True,
     "colored.alpha": 0.5,
     "diagnostics.period": 1.0,
+    "diagnostics.window": 10.0,
+    "managed": False,
 }
 CHOICES = {
     "model.variant": {"dpt_large", "dpt_hybrid", "dpt_base", "dpt_hybrid_kitti", "dpt_hybrid_nyu", "dpt_tiny"},

@@ -41,4 +41,5 @@ def inference_stats() -> InferenceStats:
         input_width=640, input_height=480, network_width=512, network_height=384, batch_size=3,
         decode_ms=0.25, preprocess_ms=0.5, inference_ms=2.75, postprocess_ms=0.125,
         publish_ms=0.375, total_ms=4.0,
-        frames_received=2**40 + 3, frames_processed=2**40, frames_dropped=2, frames_rejected=1)
+        frames_received=2**40 + 4, frames_processed=2**40, frames_dropped=2, frames_rejected=1,
+        frames_failed=1)

@@ -1,0 +1,97 @@
+"""Frame counters, health over a recent window, and the /diagnostics status built from them.
+
+Levels describe the recent past, not the whole run: a frame rejected at start-up is forgotten
+once it leaves the window, while a node whose every recent frame fails reports ERROR.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+COUNTERS = ("received", "processed", "dropped", "rejected", "failed")
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+
+@dataclass
+class Health:
+    level: int
+    message: str
+
+
+class FrameCounters:
+    """One camera's cumulative counters and its recent events, shared by the subscription
+    callbacks and the worker (hence its own lock)."""
+
+    def __init__(self, history: int = 10_000, clock=time.monotonic):
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._totals = collections.Counter()
+        self._events: collections.deque = collections.deque(maxlen=history)  # (time, kind)
+        self._latencies: collections.deque = collections.deque(maxlen=history)  # (time, ms)
+        self._last_problem = ""
+        self._last_problem_time = -float("inf")
+        self._changed = False
+
+    def count(self, kind: str, problem: str = "", latency_ms: float | None = None) -> None:
+        if kind not in COUNTERS:
+            raise ValueError(f"unknown counter {kind!r}")
+        now = self._clock()
+        with self._lock:
+            self._totals[kind] += 1
+            self._events.append((now, kind))
+            if latency_ms is not None:
+                self._latencies.append((now, latency_ms))
+            if problem:
+                self._last_problem, self._last_problem_time = problem, now
+            self._changed = True
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            return {kind: self._totals[kind] for kind in COUNTERS}
+
+    def take_changed(self) -> bool:
+        """Whether anything was counted since the last call (for stats published on a timer)."""
+        with self._lock:
+            changed, self._changed = self._changed, False
+            return changed
+
+    def recent(self, window_s: float) -> dict:
+        """Counts, processing rate (Hz) and median latency over the last ``window_s`` seconds."""
+        now = self._clock()
+        with self._lock:
+            counts = collections.Counter(kind for t, kind in self._events if now - t <= window_s)
+            done = [t for t, kind in self._events if kind == "processed" and now - t <= window_s]
+            latencies = sorted(ms for t, ms in self._latencies if now - t <= window_s)
+            problem = self._last_problem if now - self._last_problem_time <= window_s else ""
+            last_received = max((t for t, kind in self._events if kind == "received"), default=None)
+        rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        return {"counts": {kind: counts[kind] for kind in COUNTERS}, "rate_hz": rate,
+                "latency_p50_ms": latencies[len(latencies) // 2] if latencies else 0.0,
+                "problem": problem,
+                "since_last_image_s": None if last_received is None else now - last_received}
+
+
+def camera_health(recent: dict, ever_received: bool, window_s: float, image_topic: str) -> Health:
+    """The level of one camera from its recent counters (see FrameCounters.recent)."""
+    counts = recent["counts"]
+    bad = counts["rejected"] + counts["failed"]
+    if counts["received"] == 0 and bad == 0:
+        if not ever_received:
+            return Health(WARN, f"waiting for images on {image_topic}")
+        return Health(WARN, f"no images on {image_topic} for {recent['since_last_image_s']:.0f} s")
+    if bad and counts["processed"] == 0:
+        return Health(ERROR, f"no frame succeeded in the last {window_s:g} s ({bad} rejected or failed): "
+                             f"{recent['problem']}")
+    if bad:
+        return Health(WARN, f"{bad} of {counts['received']} frames rejected or failed in the last "
+                            f"{window_s:g} s: {recent['problem']}")
+    return Health(OK, "running")
+
+
+def status(name: str, hardware_id: str, health: Health, values: dict) -> DiagnosticStatus:
+    return DiagnosticStatus(level=health.level, name=name, message=health.message[:300], hardware_id=hardware_id,
+                            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()])
