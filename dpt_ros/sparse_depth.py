@@ -188,13 +188,19 @@ def cloud_xyz(cloud) -> np.ndarray:
         if missing:
             raise ValueError(f"the PointCloud2 has no field {', '.join(missing)} "
                              f"(fields: {', '.join(points.dtype.names or ())})")
-        xyz = np.stack([points[name].astype(np.float64) for name in "xyz"], axis=-1)
+        columns = [points[name] for name in "xyz"]  # strided views into the point records
     else:
-        xyz = np.asarray(cloud, dtype=np.float64)
+        xyz = np.asarray(cloud)
         if xyz.ndim < 2 or xyz.shape[-1] != 3:
             raise ValueError(f"points must be (..., 3), got shape {xyz.shape}")
         xyz = xyz.reshape(-1, 3)
-    return xyz[np.isfinite(xyz).all(axis=1)]
+        columns = [xyz[:, axis] for axis in range(3)]
+    # Per column: isfinite(...).all(axis=1) on an (N, 3) array is several times slower.
+    finite = np.isfinite(columns[0]) & np.isfinite(columns[1]) & np.isfinite(columns[2])
+    out = np.empty((int(finite.sum()), 3), dtype=np.float64)
+    for axis, column in enumerate(columns):
+        out[:, axis] = column[finite]
+    return out
 
 
 def point_samples(cloud, camera, image_size: tuple[int, int], extrinsic=IDENTITY_EXTRINSIC, *,
