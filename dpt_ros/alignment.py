@@ -159,7 +159,7 @@ class AlignmentEstimate:
 
 
 def prediction_at(prediction, samples: DepthSamples) -> np.ndarray:
-    """float64 prediction at each sample's nearest pixel.
+    """float64 prediction at each sample's nearest pixel (NaN for a sample off the image).
 
     ``prediction`` is an (H, W) numpy array or torch tensor (any device: only the N values are
     gathered there and copied back) of the samples' image size."""
@@ -168,15 +168,18 @@ def prediction_at(prediction, samples: DepthSamples) -> np.ndarray:
         raise ValueError(f"the prediction is {shape[-1]}x{shape[0]} (shape {shape}) but the samples are for a "
                          f"{samples.image_size[1]}x{samples.image_size[0]} image")
     height, width = shape
-    rows = np.clip(nearest_pixel(samples.v), 0, height - 1)
-    cols = np.clip(nearest_pixel(samples.u), 0, width - 1)
-    flat = rows * width + cols
+    rows, cols = nearest_pixel(samples.v), nearest_pixel(samples.u)
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    flat = np.where(inside, rows * width + cols, 0)
     if hasattr(prediction, "detach"):  # a torch tensor, maybe on a GPU
         import torch
 
         index = torch.from_numpy(flat).to(prediction.device)
-        return prediction.detach().reshape(-1)[index].to(torch.float64).cpu().numpy()
-    return np.asarray(prediction).reshape(-1)[flat].astype(np.float64)
+        values = prediction.detach().reshape(-1)[index].to(torch.float64).cpu().numpy()
+    else:
+        values = np.asarray(prediction).reshape(-1)[flat].astype(np.float64)
+    values[~inside] = np.nan  # a sample off the image has no prediction: the fit skips it
+    return values
 
 
 def relative_residuals(scale: float, shift: float, prediction: np.ndarray, depth: np.ndarray) -> np.ndarray:

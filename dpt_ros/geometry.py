@@ -155,23 +155,24 @@ def transform_points(points, extrinsic) -> np.ndarray:
     :func:`rigid_transform`.
 
     Written out per coordinate rather than as ``points @ R.T``: numpy hands that product to
-    OpenBLAS, whose threads stall when other processes hold the cores (a 100 000-point scan took
-    3 ms single-threaded and 16-47 ms threaded on the shared 2-core machine), while element-wise
-    numpy runs on one core at a steady speed (benchmarks/NOTES.md says the same of torch)."""
+    OpenBLAS, whose threads stall when other processes hold the cores, while element-wise numpy
+    runs on one core at a steady speed (benchmarks/NOTES.md, section 10).  The result is the
+    transposed view of a (3, N) array, so each coordinate is contiguous for the projection."""
     rotation, translation = rigid_transform(extrinsic)
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got shape {points.shape}")
-    x, y, z = (np.ascontiguousarray(points[:, axis]) for axis in range(3))
-    out = np.empty_like(points)
+    coordinates = [points[:, axis] for axis in range(3)]
+    out = np.empty((3, points.shape[0]))
+    term = np.empty(points.shape[0])
     for axis in range(3):
-        row = rotation[axis]
-        column = out[:, axis]
-        np.multiply(x, row[0], out=column)
-        column += y * row[1]
-        column += z * row[2]
+        row, column = rotation[axis], out[axis]
+        np.multiply(coordinates[0], row[0], out=column)
+        for k in (1, 2):
+            np.multiply(coordinates[k], row[k], out=term)
+            column += term
         column += translation[axis]
-    return out
+    return out.T
 
 
 def intrinsics_from_projection(P, from_size=None,

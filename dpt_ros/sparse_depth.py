@@ -197,10 +197,10 @@ def cloud_xyz(cloud) -> np.ndarray:
         columns = [xyz[:, axis] for axis in range(3)]
     # Per column: isfinite(...).all(axis=1) on an (N, 3) array is several times slower.
     finite = np.isfinite(columns[0]) & np.isfinite(columns[1]) & np.isfinite(columns[2])
-    out = np.empty((int(finite.sum()), 3), dtype=np.float64)
+    out = np.empty((3, int(finite.sum())), dtype=np.float64)  # each coordinate contiguous
     for axis, column in enumerate(columns):
-        out[:, axis] = column[finite]
-    return out
+        out[axis] = column[finite]
+    return out.T
 
 
 def point_samples(cloud, camera, image_size: tuple[int, int], extrinsic=IDENTITY_EXTRINSIC, *,

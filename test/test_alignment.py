@@ -304,6 +304,14 @@ def test_bad_settings_are_refused_with_the_reason(kwargs, fragment):
     assert fragment in str(error.value)
 
 
+def test_samples_off_the_image_take_no_part():
+    prediction = np.arange(12, dtype=np.float32).reshape(3, 4)
+    samples = DepthSamples([0.0, 3.4, 3.6, -0.6, 1.0], [0.0, 2.0, 2.0, 1.0, 2.6], np.ones(5), (3, 4))
+    values = prediction_at(prediction, samples)
+    assert values[:2].tolist() == [0.0, 11.0] and np.isnan(values[2:]).all()
+    assert prediction_at(torch.from_numpy(prediction), samples)[:2].tolist() == [0.0, 11.0]
+
+
 def test_samples_for_another_image_size_are_refused():
     prediction, samples = frame()
     with pytest.raises(ValueError, match="samples are for a 160x120 image"):
