@@ -16,6 +16,15 @@ Second table: turning a sensor message into samples (sparse_depth), per message:
 reference is the per-frame conversion of the relative prediction to metres that the node does
 anyway (depth.relative_to_metric on 640x480).
 
+Runs with dpt_node's glibc malloc tuning by default (``--malloc default`` without): the
+extraction allocates a few MB per message, and with glibc's defaults each such buffer is
+unmapped on free and page-faults again on the next message.
+
+Third table: moving the scan's points into the camera frame, geometry.transform_points (written
+per coordinate, element-wise numpy on one core) against ``points @ R.T + t`` (an OpenBLAS
+product on all cores), quiet and with two busy-looping processes on the cores (``--no-busy``
+skips that): why transform_points is not the one-liner.
+
     python benchmarks/alignment.py                      # 2,000 and 30,000 samples, 300 frames each
     python benchmarks/alignment.py --samples 500,2000,30000 --runs 1000
     python benchmarks/alignment.py --quick --json out.json
@@ -27,19 +36,19 @@ import dataclasses
 import json
 import math
 import platform
-import time
 from types import SimpleNamespace
 
 import numpy as np
 
-from bench_util import format_table, percentile, use_checkout
+from bench_util import alternate, busy_processes, format_table, percentile, use_checkout
 
 use_checkout()
 
 from dpt_ros.alignment import AlignerSettings, OnlineAligner, prediction_at  # noqa: E402
 from dpt_ros.depth import fit_scale_shift, relative_to_metric  # noqa: E402
+from dpt_ros.geometry import rigid_transform, transform_points  # noqa: E402
 from dpt_ros.sparse_depth import (  # noqa: E402
-    DepthSamples, point_samples, registered_depth_samples, reprojected_depth_samples)
+    DepthSamples, cloud_xyz, point_samples, registered_depth_samples, reprojected_depth_samples)
 
 HEIGHT, WIDTH = 480, 640
 CAMERA = (525.0, 525.0, 319.5, 239.5)
@@ -69,21 +78,6 @@ def noisy_samples(depth: np.ndarray, count: int, rng: np.random.Generator) -> De
     return DepthSamples(u, v, measured, (HEIGHT, WIDTH))
 
 
-def time_alternately(functions: dict, runs: int, warmup: int) -> dict[str, list[float]]:
-    """Milliseconds of each function per run, the functions interleaved run after run so that
-    load from other processes falls on all of them alike."""
-    for _ in range(warmup):
-        for function in functions.values():
-            function()
-    times = {name: [] for name in functions}
-    for _ in range(runs):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            function()
-            times[name].append((time.perf_counter() - started) * 1e3)
-    return times
-
-
 def aligner_rows(sample_counts, runs, warmup, settings) -> list[dict]:
     depth = scene_depth()
     prediction = ((1.0 / depth - SHIFT) / SCALE).astype(np.float32)
@@ -105,7 +99,7 @@ def aligner_rows(sample_counts, runs, warmup, settings) -> list[dict]:
             samples = used_sets[frame["n"] % len(used_sets)]
             frame["plain"] = fit_scale_shift(prediction_at(prediction, samples), 1.0 / samples.depth)
 
-        times = time_alternately({"aligner": align, "least_squares": least_squares}, runs, warmup)
+        times = alternate({"aligner": align, "least_squares": least_squares}, runs, warmup)
         estimate = frame["estimate"]
         plain_scale, plain_shift = frame["plain"]
         p50 = percentile(times["aligner"], 50)
@@ -172,7 +166,7 @@ def extraction_rows(runs, warmup, max_samples, lidar_points) -> list[dict]:
             cloud, CAMERA, (HEIGHT, WIDTH), LIDAR_IN_CAMERA, max_samples=max_samples, min_depth=0.3)),
         "reference: relative_to_metric 640x480": lambda: relative_to_metric(relative, SCALE, SHIFT),
     }
-    times = time_alternately(functions, runs, warmup)
+    times = alternate(functions, runs, warmup)
     reference = percentile(times["reference: relative_to_metric 640x480"], 50)
     rows = []
     for (name, samples_key) in zip(functions, ("registered", "reprojected", "lidar", None)):
@@ -181,6 +175,31 @@ def extraction_rows(runs, warmup, max_samples, lidar_points) -> list[dict]:
         rows.append(dict(source=name, samples=len(samples) if samples is not None else None,
                          available=samples.available if samples is not None else None, times_ms=times[name],
                          p50_ms=p50, p90_ms=percentile(times[name], 90), ratio=p50 / reference))
+    return rows
+
+
+def transform_rows(runs, warmup, lidar_points, busy: bool) -> list[dict]:
+    """geometry.transform_points (per coordinate, element-wise numpy) against the one-line
+    ``points @ R.T + t`` (an OpenBLAS product, multi-threaded) on a lidar scan, quiet and with two
+    busy-looping processes on the cores: the measurement behind transform_points' form."""
+    rng = np.random.default_rng(1)
+    points = cloud_xyz(lidar_message(lidar_points, rng))
+    rotation, translation = rigid_transform(LIDAR_IN_CAMERA)
+    functions = {"per coordinate": lambda: transform_points(points, LIDAR_IN_CAMERA),
+                 "matmul": lambda: points @ rotation.T + translation}
+    difference = float(np.abs(functions["per coordinate"]() - functions["matmul"]()).max())
+    loads = [("quiet", None)] + ([("2 busy processes", 2)] if busy else [])
+    rows = []
+    for label, hogs in loads:
+        if hogs:
+            with busy_processes(hogs):
+                times = alternate(functions, runs, warmup)
+        else:
+            times = alternate(functions, runs, warmup)
+        ours, blas = (percentile(times[name], 50) for name in functions)
+        rows.append(dict(cores=label, per_coordinate_ms=times["per coordinate"], matmul_ms=times["matmul"],
+                         per_coordinate_p50_ms=ours, matmul_p50_ms=blas, ratio=blas / ours,
+                         max_abs_diff=difference))
     return rows
 
 
@@ -193,6 +212,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-samples", type=int, default=AlignerSettings().max_samples,
                         help="alignment.max_samples (default: the aligner's)")
     parser.add_argument("--lidar-points", type=int, default=100_000, help="points of the lidar scan")
+    parser.add_argument("--malloc", choices=("node", "default"), default="node",
+                        help="node: dpt_node's glibc tuning (keep_large_buffers_mapped), as inside the node; "
+                             "default: glibc's defaults (every multi-MB buffer page-faults again)")
+    parser.add_argument("--no-busy", action="store_true",
+                        help="skip the transform timing with two busy-looping processes on the cores")
     parser.add_argument("--quick", action="store_true", help="20 frames, 3 warm-up: a smoke test")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
@@ -204,10 +228,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.malloc == "node":
+        from dpt_ros.node import keep_large_buffers_mapped
+
+        keep_large_buffers_mapped()
     settings = AlignerSettings(max_samples=args.max_samples)
     print(f"online aligner at {WIDTH}x{HEIGHT}, {args.runs} frames per row ({args.warmup} warm-up), "
-          f"max_samples {settings.max_samples}, 30 % outliers, 1 % noise; numpy {np.__version__}, "
-          f"{platform.processor() or platform.machine()}")
+          f"max_samples {settings.max_samples}, 30 % outliers, 1 % noise; malloc {args.malloc}; numpy "
+          f"{np.__version__}, {platform.processor() or platform.machine()}")
     rows = aligner_rows(args.sample_counts, args.runs, args.warmup, settings)
     print()
     print(format_table(
@@ -224,13 +252,20 @@ def main(argv=None) -> int:
         [[row["source"], "-" if row["samples"] is None else row["samples"],
           "-" if row["available"] is None else row["available"], row["p50_ms"], row["p90_ms"], row["ratio"]]
          for row in extraction]))
+    transform = transform_rows(args.runs, args.warmup, args.lidar_points, busy=not args.no_busy)
+    print()
+    print(format_table(
+        [f"transform {args.lidar_points} points", "per coordinate p50 ms", "points @ R.T p50 ms",
+         "matmul / per coordinate", "max|diff|"],
+        [[row["cores"], row["per_coordinate_p50_ms"], row["matmul_p50_ms"], row["ratio"], row["max_abs_diff"]]
+         for row in transform]))
     worst = max(row["aligner_p50_ms"] for row in rows)
     print(f"\nslowest aligner p50: {worst:.3f} ms ({'within' if worst <= TARGET_MS else 'over'} the "
           f"{TARGET_MS:g} ms target)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(args=vars(args), settings=dataclasses.asdict(settings), aligner=rows,
-                           extraction=extraction), fh, indent=1)
+                           extraction=extraction, transform=transform), fh, indent=1)
         print(f"wrote {args.json}")
     return 0
 

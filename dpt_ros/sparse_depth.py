@@ -16,9 +16,10 @@ coordinates stay fractional (the aligner reads the prediction at the nearest pix
 depth is the distance along the camera's optical axis (REP 118), not the range.  Depth images
 arrive as arrays in metres or as Image-like messages (16UC1 millimetres or 32FC1 metres, REP 118
 invalid values, decoded by dpt_ros.image_codec); clouds as (N, 3) arrays or PointCloud2-like
-messages (read by dpt_ros.cloud).  Every source is cut to at most ``max_samples`` samples, evenly
-spaced in the sensor's own order (rows of an image, scan order of a lidar), so the aligner's cost
-stays bounded whatever the sensor's resolution.
+messages (read by dpt_ros.cloud).  Every source gives at most ``max_samples`` samples, so the aligner's
+cost stays bounded whatever the sensor's resolution: a depth image is read on a regular grid of
+about that many pixels (the rest is never decoded), a cloud's points in view are cut evenly in
+scan order.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class DepthSamples:
     v: np.ndarray
     depth: np.ndarray
     image_size: tuple[int, int]
-    # Samples the source offered before the max_samples cut (for logs and diagnostics).
+    # Valid samples the source offered before the max_samples cut (for a depth image: valid
+    # pixels of its sampling grid), for logs and diagnostics.
     available: int = field(default=-1, compare=False)
 
     def __post_init__(self):
@@ -103,15 +105,30 @@ def _camera_tuple(camera, height: int, width: int) -> tuple[float, float, float,
     return fx, fy, cx, cy
 
 
-def _depth_metres(depth) -> np.ndarray:
+def _depth_shape(depth) -> tuple[int, int]:
+    """(height, width) of a depth image message or array, without decoding it."""
+    if hasattr(depth, "encoding"):
+        return int(depth.height), int(depth.width)
+    shape = np.shape(depth)
+    if len(shape) != 2:
+        raise ValueError(f"a depth image must be (H, W), got shape {shape}")
+    return int(shape[0]), int(shape[1])
+
+
+def _sampling_stride(height: int, width: int, max_samples: int) -> int:
+    """The largest grid stride that still leaves at least ``max_samples`` pixels on the grid: a
+    640x480 image with 4096 samples is read every 8th row and column (4800 pixels), so the
+    rest of the image is never decoded."""
+    return max(1, math.isqrt(height * width // max(1, int(max_samples))))
+
+
+def _depth_metres(depth, stride: int) -> np.ndarray:
+    """Every stride-th row and column of a depth image, in metres (NaN or +-Inf invalid)."""
     if hasattr(depth, "encoding"):
         from dpt_ros.image_codec import depth_image_to_metres
 
-        return depth_image_to_metres(depth)
-    depth = np.asarray(depth)
-    if depth.ndim != 2:
-        raise ValueError(f"a depth image must be (H, W), got shape {depth.shape}")
-    return depth
+        return depth_image_to_metres(depth, stride=stride)
+    return np.asarray(depth)[::stride, ::stride]
 
 
 def _check_range(min_depth: float, max_depth: float) -> None:
@@ -119,33 +136,40 @@ def _check_range(min_depth: float, max_depth: float) -> None:
         raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth} and {max_depth}")
 
 
-def _valid_pixels(depth: np.ndarray, min_depth: float, max_depth: float, max_samples: int):
-    """Rows, columns and depths of at most max_samples valid pixels, evenly spaced in raster order."""
+def _valid_pixels(depth, min_depth: float, max_depth: float, max_samples: int):
+    """Rows, columns and depths of at most max_samples valid pixels of a depth image (message or
+    array), from a regular grid over the image (cut evenly in raster order if the grid still
+    holds more), and the number of valid grid pixels."""
+    stride = _sampling_stride(*_depth_shape(depth), max_samples)
+    grid = _depth_metres(depth, stride)
     with np.errstate(invalid="ignore"):
         # NaN fails both bounds; +-Inf (REP 118: out of range) is not a measurement either.
-        valid = (depth > min_depth) & (depth <= max_depth) & np.isfinite(depth)
+        valid = (grid > min_depth) & (grid <= max_depth) & np.isfinite(grid)
     flat = np.flatnonzero(valid)
     available = flat.size
     keep = evenly_spaced(flat.size, max_samples)
     if keep is not None:
         flat = flat[keep]
-    rows, cols = np.divmod(flat, depth.shape[1])
-    return rows, cols, depth.reshape(-1)[flat], available
+    rows, cols = np.divmod(flat, grid.shape[1])
+    return rows * stride, cols * stride, grid.reshape(-1)[flat], available
 
 
 def registered_depth_samples(depth, image_size: tuple[int, int], *, max_samples: int = DEFAULT_MAX_SAMPLES,
                              min_depth: float = 0.0, max_depth: float = math.inf) -> DepthSamples:
     """Samples of a depth image registered to the camera: same size and intrinsics, so each
     valid pixel (finite depth in (min_depth, max_depth] metres) is a sample at its own pixel.
+    The pixels are those of a regular grid with at least ``max_samples`` pixels (every 8th row
+    and column at 640x480 and 4096 samples), cut evenly in raster order if more are valid;
+    ``available`` counts the valid grid pixels.
 
     ``depth`` is an (H, W) array in metres or an Image-like message (16UC1 mm / 32FC1 m).  A
     depth image of another size is not registered: ValueError, which names
     :func:`reprojected_depth_samples` for that case."""
     _check_range(min_depth, max_depth)
-    depth = _depth_metres(depth)
     height, width = (int(n) for n in image_size)
-    if depth.shape != (height, width):
-        raise ValueError(f"the depth image is {depth.shape[1]}x{depth.shape[0]} but the camera image is "
+    depth_height, depth_width = _depth_shape(depth)
+    if (depth_height, depth_width) != (height, width):
+        raise ValueError(f"the depth image is {depth_width}x{depth_height} but the camera image is "
                          f"{width}x{height}: a registered depth image has the camera's size and intrinsics "
                          "(reproject it through its own camera_info and extrinsic instead)")
     rows, cols, values, available = _valid_pixels(depth, min_depth, max_depth, max_samples)
@@ -158,7 +182,8 @@ def reprojected_depth_samples(depth, depth_camera, camera, image_size: tuple[int
     """Samples of a depth image from another camera (a stereo or RGB-D depth camera that is not
     registered to ours).
 
-    Valid pixels (at most ``max_samples``, evenly spaced) are back-projected through
+    Valid pixels (at most ``max_samples``, from a grid as in :func:`registered_depth_samples`)
+    are back-projected through
     ``depth_camera`` (the depth image's intrinsics: a CameraInfo-like message, an Intrinsics or
     (fx, fy, cx, cy)), moved into our optical frame by ``extrinsic`` (x y z qx qy qz qw of the
     depth camera's optical frame in ours) and projected through ``camera`` (ours, at
@@ -166,9 +191,8 @@ def reprojected_depth_samples(depth, depth_camera, camera, image_size: tuple[int
     along our optical axis.  ``min_depth`` / ``max_depth`` bound both the measured and the
     reprojected depth."""
     _check_range(min_depth, max_depth)
-    depth = _depth_metres(depth)
     height, width = (int(n) for n in image_size)
-    depth_fx, depth_fy, depth_cx, depth_cy = _camera_tuple(depth_camera, *depth.shape)
+    depth_fx, depth_fy, depth_cx, depth_cy = _camera_tuple(depth_camera, *_depth_shape(depth))
     fx, fy, cx, cy = _camera_tuple(camera, height, width)
     rows, cols, values, available = _valid_pixels(depth, min_depth, max_depth, max_samples)
     points = back_project_pixels(cols, rows, values, depth_fx, depth_fy, depth_cx, depth_cy)

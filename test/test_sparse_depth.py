@@ -137,14 +137,25 @@ def test_registered_depth_must_have_the_camera_size():
         registered_depth_samples(np.ones((2, 2), np.float32), (2, 2), min_depth=3.0, max_depth=2.0)
 
 
-def test_registered_samples_are_evenly_spaced_in_raster_order():
+def test_registered_samples_come_from_a_grid_with_about_max_samples_pixels():
     depth = np.full((48, 64), 3.0, dtype=np.float32)
     depth[:, :32] = NAN  # half of the image has no depth
+    # 48 * 64 / 96 = 32 pixels per sample: every isqrt(32) = 5th row and column (10 x 13 = 130
+    # grid pixels), of which those in columns 35, 40, ... 60 are valid: 6 per row, all kept.
     samples = registered_depth_samples(depth, (48, 64), max_samples=96)
-    assert len(samples) == 96 and samples.available == 48 * 32
-    # Every 16th valid pixel: two per row, columns 32 and 48, on every row.
-    assert samples.u.tolist() == [32.0, 48.0] * 48
-    assert samples.v.tolist() == [float(row) for row in range(48) for _ in range(2)]
+    assert len(samples) == samples.available == 60
+    assert samples.u.tolist() == [35.0, 40.0, 45.0, 50.0, 55.0, 60.0] * 10
+    assert samples.v.tolist() == [float(row) for row in range(0, 48, 5) for _ in range(6)]
+    # All valid: the 130 grid pixels are more than 100, so 100 of them are kept, evenly in raster order.
+    full = registered_depth_samples(np.full((48, 64), 3.0, np.float32), (48, 64), max_samples=100)
+    assert len(full) == 100 and full.available == 130
+    grid = [(float(u), float(v)) for v in range(0, 48, 5) for u in range(0, 64, 5)]
+    assert list(zip(full.u, full.v)) == [grid[k * 130 // 100] for k in range(100)]
+    # A message is decoded on the same grid only, and gives the same samples.
+    millimetres = np.where(np.isnan(depth), 0, 3000).astype(np.uint16)
+    from_message = registered_depth_samples(image_message(millimetres, "16UC1"), (48, 64), max_samples=96)
+    assert from_message.u.tolist() == samples.u.tolist() and from_message.v.tolist() == samples.v.tolist()
+    np.testing.assert_allclose(from_message.depth, 3.0, rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------
