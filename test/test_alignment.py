@@ -103,6 +103,14 @@ def test_torch_prediction_gives_the_same_estimate_as_numpy():
         (from_numpy.scale, from_numpy.shift, from_numpy.inliers)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prediction_on_the_gpu_is_read_there_and_gives_the_same_estimate():
+    prediction, samples = frame()
+    from_numpy = OnlineAligner().update(prediction, samples, 0.0)
+    from_gpu = OnlineAligner().update(torch.from_numpy(prediction).cuda(), samples, 0.0)
+    assert (from_gpu.scale, from_gpu.shift, from_gpu.inliers) == (from_numpy.scale, from_numpy.shift, from_numpy.inliers)
+
+
 def test_scale_only_mode_corrects_a_metric_model_and_keeps_shift_zero():
     # A metric model 10 % too far everywhere: its inverse depth is 1/1.1 of the truth.
     depth = scene_depth()
