@@ -1,7 +1,7 @@
 """The benchmark scripts still run and still measure something real (so they cannot rot).
 
 Each script runs as a subprocess exactly as `make bench-model` / `make bench-node` /
-`make bench-multi-camera` would start it, on the tiny model with few runs; the tests check the
+`make bench-multi-camera` / `make bench-alignment` would start it, on the tiny model with few runs; the tests check the
 exit code, the printed table and the JSON rows: finite timings and speed-ups, and our fp32 output
 equal to transformers' to 1e-4.
 """
