@@ -318,7 +318,9 @@ class OnlineAligner:
     # -------------------------------------------------------------------------------- per frame
     def update(self, prediction, samples: DepthSamples, stamp: float) -> AlignmentEstimate:
         """Fit this frame's ``samples`` to its ``prediction`` ((H, W), numpy or torch), filter, and
-        return the estimate to apply to this frame, stamped ``stamp`` (seconds)."""
+        return the estimate to apply to this frame, stamped ``stamp`` (seconds).  Bad data never
+        raises (the estimate says why it was refused); samples for another image size than the
+        prediction's are a caller's bug: ValueError."""
         stamp = float(stamp)
         jumped = self._check_clock(stamp)
         samples = samples.subsampled(self._settings.max_samples)

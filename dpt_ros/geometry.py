@@ -1,4 +1,5 @@
-"""Depth + pinhole intrinsics -> 3-D points, and the intrinsics bookkeeping around it.
+"""Depth + pinhole intrinsics -> 3-D points and back (points -> pixels), static extrinsics
+(x y z qx qy qz qw) between a sensor frame and the camera, and the intrinsics bookkeeping.
 
 Conventions (depth_image_proc / image_geometry): pixel (u, v) is column u, row v with integer
 coordinates at pixel centres; X = (u - cx) * Z / fx, Y = (v - cy) * Z / fy, Z = depth, in the

@@ -326,6 +326,18 @@ def test_samples_for_another_image_size_are_refused():
         OnlineAligner().update(prediction[:, :80], samples, 0.0)
 
 
+def test_alignment_modules_import_no_ros():
+    """The aligner is ROS-free core: importing it loads no rclpy or message package."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import dpt_ros.alignment, dpt_ros.sparse_depth, dpt_ros.alignment_parameters\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # ------------------------------------------------------------------------------------------------
 # The message
 # ------------------------------------------------------------------------------------------------
