@@ -168,6 +168,20 @@ def test_a_fit_with_spread_residuals_is_refused_by_the_residual_bound():
     assert OnlineAligner().update(prediction, samples, 0.0).usable
 
 
+def test_default_bounds_accept_a_typical_model_error_and_refuse_unrelated_samples():
+    """Defaults matter: a relative model is off by ~10 % per pixel (zero-shot AbsRel), and such
+    fits must pass; depths that have nothing to do with the prediction must not."""
+    settings = AlignerSettings()
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        depth = rng.uniform(2.0, 40.0, 3000)
+        prediction = (1.0 / depth - SHIFT) / SCALE
+        typical = robust_fit(prediction, depth * (1 + 0.10 * rng.standard_normal(3000)), settings, rng)
+        assert typical.error is None and typical.scale == pytest.approx(SCALE, rel=0.03)
+        unrelated = robust_fit(prediction, rng.permutation(depth), settings, rng)
+        assert unrelated.error is not None  # too few inliers, or a scale that is not positive
+
+
 # ------------------------------------------------------------------------------------------------
 # The temporal filter
 # ------------------------------------------------------------------------------------------------
