@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh
 PYTEST_ARGS ?=
 
-.PHONY: setup build demo test test-fast bench-model bench-node bench-multi-camera clean
+.PHONY: setup build demo test test-fast bench-model bench-node bench-multi-camera bench-alignment clean
 
 setup:
 	bash scripts/setup.sh
@@ -29,6 +29,9 @@ bench-node: setup
 
 bench-multi-camera: setup
 	$(ENV) && python benchmarks/multi_camera.py $(BENCH_ARGS)
+
+bench-alignment: setup
+	$(ENV) && python benchmarks/alignment.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build install log

@@ -34,7 +34,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench_util import format_table, percentile, use_checkout
+from bench_util import alternate, busy_processes, format_table, percentile, use_checkout
 
 use_checkout()
 
@@ -57,18 +57,6 @@ def manual_attention(model: torch.nn.Module) -> torch.nn.Module:
     if not switched:
         raise RuntimeError("no timm Attention module found: the switch would measure nothing")
     return model
-
-
-def alternate(functions: dict, runs: int, warmup: int) -> dict:
-    """Milliseconds per call of each function, calls interleaved round-robin."""
-    times = {name: [] for name in functions}
-    for index in range(warmup + runs):
-        for name, fn in functions.items():
-            started = time.perf_counter()
-            fn()
-            if index >= warmup:
-                times[name].append((time.perf_counter() - started) * 1e3)
-    return times
 
 
 def model_ablation(args) -> str:
@@ -123,8 +111,6 @@ def postprocess_ablation(args) -> str:
 
 
 def cloud_ablation(args) -> str:
-    import subprocess
-
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -143,14 +129,8 @@ def cloud_ablation(args) -> str:
     same = bytes(pack_cloud(xyz, rgb, labels).data) == bytes(pack_cloud(xyz_t, tensors[1], tensors[2]).data)
     with torch.inference_mode():
         quiet = alternate(functions, args.runs, args.warmup)
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-        try:
-            time.sleep(0.5)
+        with busy_processes(2):
             loaded = alternate(functions, args.runs, args.warmup)
-        finally:
-            for hog in hogs:
-                hog.kill()
-                hog.wait()
     rows = []
     for step in ("back-projection", "pack"):
         for label, times in (("quiet", quiet), ("2 busy processes", loaded)):

@@ -10,6 +10,7 @@ extends the package path).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -66,6 +67,33 @@ def _cell(value: object) -> str:
             return f"{value:.2e}"
         return f"{value:.2f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
+
+
+def alternate(functions: dict, runs: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each function, calls interleaved round-robin (so that load from
+    other processes falls on all of them alike)."""
+    times = {name: [] for name in functions}
+    for index in range(warmup + runs):
+        for name, fn in functions.items():
+            started = time.perf_counter()
+            fn()
+            if index >= warmup:
+                times[name].append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """``count`` busy-looping Python processes for the duration of the block: the load of a
+    robot's other software on the cores, made on purpose."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 # ------------------------------------------------------------------ dpt_node across processes

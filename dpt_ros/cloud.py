@@ -55,15 +55,19 @@ class PackedCloud:
         return self.data.view(self.structured_dtype()).reshape(self.height, self.width)
 
 
-_NUMPY_OF_DATATYPE = {FLOAT32: "<f4", UINT8: "u1", UINT32: "<u4"}
+# Every sensor_msgs/PointField datatype, so clouds of other drivers read too (a lidar's ring is
+# UINT16, a Livox timestamp FLOAT64).
+_NUMPY_OF_DATATYPE = {INT8: "i1", UINT8: "u1", INT16: "<i2", UINT16: "<u2", INT32: "<i4", UINT32: "<u4",
+                      FLOAT32: "<f4", FLOAT64: "<f8"}
 
 
 def _dtype_for(fields, point_step: int) -> np.dtype:
     names, formats, offsets = [], [], []
-    for name, offset, datatype, _count in fields:
+    for name, offset, datatype, count in fields:
         names.append(name)
         # The rgb field is declared FLOAT32 but its bits are a packed uint32 colour.
-        formats.append("<u4" if name == "rgb" else _NUMPY_OF_DATATYPE[datatype])
+        element = "<u4" if name == "rgb" else _NUMPY_OF_DATATYPE[datatype]
+        formats.append(element if count <= 1 else (element, count))
         offsets.append(offset)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets,
                      "itemsize": point_step})
@@ -185,14 +189,16 @@ def to_pointcloud2(packed: PackedCloud, header, pointcloud2_cls, pointfield_cls)
 
 
 def from_pointcloud2(msg) -> PackedCloud:
-    """The PackedCloud of a PointCloud2 message (rclpy or rosbags) with fields this module writes.
+    """The PackedCloud of a PointCloud2 message (rclpy or rosbags), little-endian, with fields of
+    any PointField datatype (those this module writes, and other drivers' such as a lidar's
+    UINT16 ring).
 
     The inverse of :func:`to_pointcloud2`; ``data`` is a copy, independent of the message."""
     fields = [(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
     unknown = [name for name, _, datatype, _ in fields if datatype not in _NUMPY_OF_DATATYPE]
     if unknown or msg.is_bigendian:
         raise ValueError(f"cannot read PointCloud2 fields {unknown or 'big-endian'}: "
-                         f"only little-endian {sorted(_NUMPY_OF_DATATYPE)} datatypes are supported")
+                         "only little-endian clouds with PointField datatypes 1..8 are supported")
     return PackedCloud(height=msg.height, width=msg.width, point_step=msg.point_step, row_step=msg.row_step,
                        fields=fields, data=np.frombuffer(bytes(msg.data), dtype=np.uint8),
                        is_dense=bool(msg.is_dense), is_bigendian=False)

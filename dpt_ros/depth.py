@@ -33,12 +33,8 @@ class AlignmentError(ValueError):
     """The least-squares fit is undetermined (too few valid pixels or a constant prediction)."""
 
 
-def fit_scale_shift(prediction, target, mask=None) -> tuple[float, float]:
-    """Least-squares ``(s, t)`` minimizing ``sum((s*prediction + t - target)**2)`` over ``mask``.
-
-    Closed form of the 2x2 normal equations, in float64 so that large images do not lose precision
-    in the sums. Raises AlignmentError when fewer than two distinct prediction values are available.
-    """
+def _fit_inputs(prediction, target, mask, weights):
+    """float64 prediction, target and weights at the usable points: all finite, weight > 0."""
     import numpy as np
 
     prediction = np.asarray(prediction, dtype=np.float64)
@@ -46,21 +42,65 @@ def fit_scale_shift(prediction, target, mask=None) -> tuple[float, float]:
     valid = np.isfinite(prediction) & np.isfinite(target)
     if mask is not None:
         valid &= np.asarray(mask, dtype=bool)
-    p = prediction[valid]
-    y = target[valid]
+    if weights is None:
+        return prediction[valid], target[valid], None
+    weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), prediction.shape)
+    valid &= np.isfinite(weights) & (weights > 0)
+    return prediction[valid], target[valid], weights[valid]
+
+
+def fit_scale_shift(prediction, target, mask=None, weights=None) -> tuple[float, float]:
+    """Least-squares ``(s, t)`` minimizing ``sum(w * (s*prediction + t - target)**2)`` over ``mask``.
+
+    ``weights`` (default: all 1) lets a caller fit relative errors: the online aligner weighs each
+    sample by its depth squared.  Points with a non-finite value or a weight <= 0 take no part.
+    Closed form of the 2x2 normal equations, in float64 so that large images do not lose precision
+    in the sums. Raises AlignmentError when fewer than two distinct prediction values are available.
+    """
+    import numpy as np
+
+    p, y, w = _fit_inputs(prediction, target, mask, weights)
     n = p.size
     if n < 2:
         raise AlignmentError(f"scale/shift alignment needs at least 2 valid pixels, got {n}")
     # Centre the data: the normal equations then decouple and stay well conditioned even when the
     # prediction has a large offset relative to its spread.
-    p_mean, y_mean = p.mean(), y.mean()
-    p_centred = p - p_mean
-    variance = float(np.dot(p_centred, p_centred))
-    if variance <= 1e-12 * max(1.0, float(np.dot(p, p))):
+    if w is None:
+        p_mean, y_mean = p.mean(), y.mean()
+        p_centred = p - p_mean
+        variance = float(np.dot(p_centred, p_centred))
+        covariance = float(np.dot(p_centred, y - y_mean))
+        magnitude = float(np.dot(p, p))
+    else:
+        total = float(w.sum())
+        p_mean, y_mean = float(np.dot(w, p)) / total, float(np.dot(w, y)) / total
+        p_centred = p - p_mean
+        weighted = w * p_centred
+        variance = float(np.dot(weighted, p_centred))
+        covariance = float(np.dot(weighted, y - y_mean))
+        magnitude = float(np.dot(w * p, p))
+    if variance <= 1e-12 * max(1.0, magnitude):
         raise AlignmentError("scale/shift alignment is undetermined: the prediction is constant")
-    scale = float(np.dot(p_centred, y - y_mean) / variance)
+    scale = covariance / variance
     shift = float(y_mean - scale * p_mean)
     return scale, shift
+
+
+def fit_scale(prediction, target, mask=None, weights=None) -> float:
+    """Least-squares ``s`` minimizing ``sum(w * (s*prediction - target)**2)`` over ``mask``: the
+    shift-free twin of :func:`fit_scale_shift`, for predictions that are already inverse depth up
+    to a scale (metric models that need only a correction).  Raises AlignmentError when no point
+    has a non-zero prediction."""
+    import numpy as np
+
+    p, y, w = _fit_inputs(prediction, target, mask, weights)
+    w = np.ones_like(p) if w is None else w
+    weighted = w * p
+    magnitude = float(np.dot(weighted, p))
+    if p.size == 0 or magnitude <= 0.0:
+        raise AlignmentError(f"scale alignment needs a valid pixel with a non-zero prediction, got {p.size} "
+                             "valid pixels")
+    return float(np.dot(weighted, y)) / magnitude
 
 
 def align_inverse_depth_to_metric(prediction, gt_depth, mask, max_depth: float):

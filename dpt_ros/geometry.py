@@ -1,4 +1,5 @@
-"""Depth + pinhole intrinsics -> 3-D points, and the intrinsics bookkeeping around it.
+"""Depth + pinhole intrinsics -> 3-D points and back (points -> pixels), static extrinsics
+(x y z qx qy qz qw) between a sensor frame and the camera, and the intrinsics bookkeeping.
 
 Conventions (depth_image_proc / image_geometry): pixel (u, v) is column u, row v with integer
 coordinates at pixel centres; X = (u - cx) * Z / fx, Y = (v - cy) * Z / fy, Z = depth, in the
@@ -76,6 +77,103 @@ def depth_to_xyz_torch(depth, fx: float, fy: float, cx: float, cy: float,
     col_t = torch.from_numpy(col).to(z.device)
     row_t = torch.from_numpy(row).to(z.device)
     return torch.stack((z * col_t, z * row_t[:, None], z), dim=-1)
+
+
+def back_project_pixels(u, v, depth, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """(N, 3) float64 points of pixels (u, v) at ``depth`` metres: the pointwise form of
+    :func:`depth_to_xyz` (same convention), for the few pixels a sparse sensor measured."""
+    fx, fy, cx, cy = float(fx), float(fy), float(cx), float(cy)
+    _check_intrinsics(fx, fy, cx, cy)
+    z = np.asarray(depth, dtype=np.float64)
+    u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    return np.stack(((u - cx) * z / fx, (v - cy) * z / fy, z), axis=-1)
+
+
+def project_points(points, fx: float, fy: float, cx: float, cy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (u, v) of (N, 3) points in the camera's optical frame: the inverse of
+    :func:`back_project_pixels`, u = fx * X / Z + cx, v = fy * Y / Z + cy (float64).
+
+    Only the intrinsic part of CameraInfo.P is used: the points are in this camera's own optical
+    frame, as the clouds :func:`depth_to_xyz` makes are (a stereo right camera's Tx is ignored).
+    Points with Z <= 0 get meaningless pixels; :func:`points_in_view` keeps only usable ones."""
+    fx, fy, cx, cy = float(fx), float(fy), float(cx), float(cy)
+    _check_intrinsics(fx, fy, cx, cy)
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got shape {points.shape}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse_z = 1.0 / points[:, 2]
+        return points[:, 0] * inverse_z * fx + cx, points[:, 1] * inverse_z * fy + cy
+
+
+def points_in_view(u, v, z, height: int, width: int, min_depth: float = 0.0,
+                   max_depth: float = math.inf) -> np.ndarray:
+    """Mask of projected points a (height x width) image sees: in front of the camera (Z above
+    ``min_depth``, at most ``max_depth``) and on a pixel, i.e. -0.5 <= u < width - 0.5 and the
+    same for v (pixel centres are at integer coordinates, so these round to a pixel inside)."""
+    u, v, z = (np.asarray(a, dtype=np.float64) for a in (u, v, z))
+    with np.errstate(invalid="ignore"):
+        return ((z > max(min_depth, 0.0)) & (z <= max_depth)
+                & (u >= -0.5) & (u < width - 0.5) & (v >= -0.5) & (v < height - 0.5))
+
+
+def nearest_pixel(coordinate) -> np.ndarray:
+    """Index of the pixel whose centre is nearest to a pixel coordinate (halves round up)."""
+    return np.floor(np.asarray(coordinate, dtype=np.float64) + 0.5).astype(np.intp)
+
+
+def rotation_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
+    """3x3 rotation matrix of a quaternion (x, y, z, w order, as geometry_msgs writes it).
+
+    The quaternion is normalised first (YAML values rarely have unit norm to the last digit); a
+    zero or non-finite one raises ValueError."""
+    q = np.array([qx, qy, qz, qw], dtype=np.float64)
+    norm = float(np.linalg.norm(q))
+    if not math.isfinite(norm) or norm < 1e-9:
+        raise ValueError(f"quaternion (x y z w) = {tuple(q.tolist())} is not a rotation (zero or non-finite)")
+    x, y, z, w = q / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def rigid_transform(extrinsic) -> tuple[np.ndarray, np.ndarray]:
+    """(R, t) of a static extrinsic ``x y z qx qy qz qw``: the pose of a sensor frame in the
+    camera frame (what tf2's lookup_transform(camera_frame, sensor_frame) returns), so that a
+    point p in the sensor frame is R @ p + t in the camera frame.  Raises ValueError unless there
+    are exactly 7 finite numbers and the quaternion is a rotation."""
+    values = np.asarray(extrinsic, dtype=np.float64).reshape(-1)
+    if values.size != 7 or not np.isfinite(values).all():
+        raise ValueError(f"an extrinsic is 7 finite numbers x y z qx qy qz qw (metres, quaternion); "
+                         f"got {values.tolist()}")
+    return rotation_from_quaternion(*values[3:]), values[:3].copy()
+
+
+def transform_points(points, extrinsic) -> np.ndarray:
+    """(N, 3) float64 points of a sensor frame expressed in the camera frame by
+    :func:`rigid_transform`.
+
+    Written out per coordinate rather than as ``points @ R.T``: numpy hands that product to
+    OpenBLAS, whose threads stall when other processes hold the cores, while element-wise numpy
+    runs on one core at a steady speed (benchmarks/NOTES.md, section 10).  The result is the
+    transposed view of a (3, N) array, so each coordinate is contiguous for the projection."""
+    rotation, translation = rigid_transform(extrinsic)
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got shape {points.shape}")
+    coordinates = [points[:, axis] for axis in range(3)]
+    out = np.empty((3, points.shape[0]))
+    term = np.empty(points.shape[0])
+    for axis in range(3):
+        row, column = rotation[axis], out[axis]
+        np.multiply(coordinates[0], row[0], out=column)
+        for k in (1, 2):
+            np.multiply(coordinates[k], row[k], out=term)
+            column += term
+        column += translation[axis]
+    return out.T
 
 
 def intrinsics_from_projection(P, from_size=None,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dpt_ros.geometry import decimate
+
 
 class ImageDecodeError(ValueError):
     """An image message cannot be decoded; the message says why."""
@@ -267,15 +269,17 @@ def _sniff_kind(buf: np.ndarray) -> str:
         "CompressedImage has an empty format and its data is neither JPEG nor PNG")
 
 
-def depth_image_to_metres(msg) -> np.ndarray:
+def depth_image_to_metres(msg, stride: int = 1) -> np.ndarray:
     """Depth image -> (H, W) float32 metres along the optical axis, invalid = NaN.
 
     32FC1 is read as metres and 16UC1/mono16 as millimetres (REP 118).  Zero, negative and
     non-finite depths become NaN (REP 118's +/-inf "out of range" markers included).  Always a
-    new array, since invalid values are rewritten.
+    new array, since invalid values are rewritten.  With ``stride`` > 1 only every stride-th row
+    and column is decoded (geometry.decimate: pixel (i, j) of the result is pixel
+    (i*stride, j*stride)), for readers that need a sparse grid of a large image.
     """
     view, encoding = _pixel_view(msg, DEPTH_ENCODINGS)
-    plane = view[:, :, 0]
+    plane = decimate(view[:, :, 0], stride)
     if encoding == "32FC1":
         depth = plane.astype(np.float32)  # native byte order, contiguous copy
     else:

@@ -1,7 +1,7 @@
 """The benchmark scripts still run and still measure something real (so they cannot rot).
 
 Each script runs as a subprocess exactly as `make bench-model` / `make bench-node` /
-`make bench-multi-camera` would start it, on the tiny model with few runs; the tests check the
+`make bench-multi-camera` / `make bench-alignment` would start it, on the tiny model with few runs; the tests check the
 exit code, the printed table and the JSON rows: finite timings and speed-ups, and our fp32 output
 equal to transformers' to 1e-4.
 """
@@ -154,3 +154,46 @@ def test_multi_camera_benchmark_quick(tmp_path):
     batched_sizes = {int(size) for size in results["batched"]["batch_sizes"]}
     assert max(batched_sizes) == 2 and batched_sizes <= {1, 2}
     assert set(results["separate"]["batch_sizes"]) == {"1"}
+
+
+@pytest.mark.timeout(120)
+def test_alignment_benchmark_quick(tmp_path):
+    out = tmp_path / "alignment.json"
+    # glibc's default malloc: dpt_node's tuning would import the ROS node module.
+    result = run_script("alignment.py", "--quick", "--malloc", "default", "--json", str(out), timeout=110)
+
+    headers, rows = table_rows(result.stdout, "samples")
+    assert headers[:4] == ["samples", "used", "inliers", "aligner p50 ms"]
+    assert "aligner/least sq." in headers and "p50/2 ms target" in headers
+    assert [(row[0], row[1]) for row in rows] == [("2000", "2000"), ("30000", "4096")]  # cut to max_samples
+
+    data = json.loads(out.read_text())
+    for row in data["aligner"]:
+        assert row["state"] == "TRACKING"
+        assert len(row["aligner_ms"]) == len(row["least_squares_ms"]) == 20
+        assert all(t > 0 for t in row["aligner_ms"] + row["least_squares_ms"])
+        assert row["ratio"] == pytest.approx(row["aligner_p50_ms"] / row["least_squares_p50_ms"])
+        # The timed work found the answer, which plain least squares on the same samples misses.
+        assert abs(row["scale_error"]) < 0.01 and abs(row["shift_error"]) < 0.01
+        assert abs(row["plain_scale_error"]) > 0.05
+        # 30 % of the samples are planted outliers.
+        assert 0.65 * row["used"] <= row["inliers"] <= 0.72 * row["used"]
+
+    headers, rows = table_rows(result.stdout, "sample source")
+    assert headers == ["sample source (per message)", "samples", "available", "p50 ms", "p90 ms", "x reference"]
+    assert [row[0] for row in rows] == ["registered 16UC1 depth image", "reprojected 16UC1 depth image",
+                                        "lidar PointCloud2, 100000 points", "reference: relative_to_metric 640x480"]
+    by_source = {row["source"]: row for row in data["extraction"]}
+    # Read on every 8th row and column (4800 pixels) of which 80 % are valid: all of them are kept.
+    registered = by_source["registered 16UC1 depth image"]
+    assert registered["samples"] == registered["available"] and 3700 < registered["samples"] < 3950
+    # A 63-degree-wide view sees about a sixth of a 360-degree scan (the +-15 degree beams all fit its height).
+    lidar = by_source["lidar PointCloud2, 100000 points"]
+    assert lidar["samples"] == 4096 and 10_000 < lidar["available"] < 25_000
+    assert rows[-1][-1] == "1.00"
+
+    headers, rows = table_rows(result.stdout, "transform 100000 points")
+    assert [row[0] for row in rows] == ["quiet", "2 busy processes"]
+    for row in data["transform"]:
+        assert row["max_abs_diff"] < 1e-9  # the same points either way
+        assert row["ratio"] == pytest.approx(row["matmul_p50_ms"] / row["per_coordinate_p50_ms"])

@@ -187,9 +187,39 @@ def test_to_pointcloud2_rclpy_messages():
 def test_from_pointcloud2_refuses_fields_it_cannot_read():
     from sensor_msgs.msg import PointCloud2, PointField
     msg = PointCloud2(height=1, width=1, point_step=8, row_step=8, data=bytes(8),
-                      fields=[PointField(name="intensity", offset=0, datatype=PointField.FLOAT64, count=1)])
+                      fields=[PointField(name="intensity", offset=0, datatype=9, count=1)])  # no such datatype
     with pytest.raises(ValueError, match="intensity"):
         from_pointcloud2(msg)
+    msg = PointCloud2(height=1, width=1, point_step=8, row_step=8, data=bytes(8), is_bigendian=True,
+                      fields=[PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1)])
+    with pytest.raises(ValueError, match="big-endian"):
+        from_pointcloud2(msg)
+
+
+def test_from_pointcloud2_reads_a_lidar_driver_layout():
+    """A Velodyne/Ouster-like point: x y z float32, padding, intensity float32, ring uint16,
+    time float64 - datatypes this module never writes but a lidar driver does."""
+    from sensor_msgs.msg import PointCloud2, PointField
+    point = np.dtype({"names": ["x", "y", "z", "intensity", "ring", "time"],
+                      "formats": ["<f4", "<f4", "<f4", "<f4", "<u2", "<f8"],
+                      "offsets": [0, 4, 8, 16, 20, 24], "itemsize": 32})
+    points = np.zeros(3, dtype=point)
+    points["x"], points["y"], points["z"] = [1.5, -2.0, NAN], [0.25, 3.0, 1.0], [-0.5, 0.0, 2.0]
+    points["intensity"], points["ring"], points["time"] = [7.0, 8.0, 9.0], [0, 15, 31], [1e-6, 2e-6, 3e-6]
+    fields = [PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+              PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+              PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+              PointField(name="intensity", offset=16, datatype=PointField.FLOAT32, count=1),
+              PointField(name="ring", offset=20, datatype=PointField.UINT16, count=1),
+              PointField(name="time", offset=24, datatype=PointField.FLOAT64, count=1)]
+    msg = PointCloud2(height=1, width=3, point_step=32, row_step=96, fields=fields, data=points.tobytes(),
+                      is_dense=False)
+    read = from_pointcloud2(msg).points()
+    assert read.shape == (1, 3)
+    np.testing.assert_array_equal(read["y"][0], [0.25, 3.0, 1.0])
+    np.testing.assert_array_equal(read["ring"][0], [0, 15, 31])
+    np.testing.assert_array_equal(read["time"][0], [1e-6, 2e-6, 3e-6])
+    assert np.isnan(read["x"][0, 2]) and read["x"][0, 0] == 1.5
 
 
 def read_ply(path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dpt_ros.geometry import (
-    check_stride, decimate, depth_to_xyz, depth_to_xyz_torch, intrinsics_from_projection)
+    back_project_pixels, check_stride, decimate, depth_to_xyz, depth_to_xyz_torch, intrinsics_from_projection,
+    nearest_pixel, points_in_view, project_points, rigid_transform, rotation_from_quaternion, transform_points)
 
 NAN = float("nan")
 
@@ -181,3 +182,76 @@ def test_distortion_is_detected():
     assert not has_distortion(_camera_info(d=()))
     assert not has_distortion(_camera_info(d=(0.0,) * 5))
     assert has_distortion(_camera_info(d=(-0.28, 0.07, 0.0, 0.0, 0.0)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Projection of points into the image, and static extrinsics
+# ------------------------------------------------------------------------------------------------
+
+# Pose of a lidar frame (x forward, y left, z up; REP 103) in a camera's optical frame (x right,
+# y down, z forward): lidar x -> camera z, lidar y -> camera -x, lidar z -> camera -y, its origin
+# 5 cm right, 10 cm above and 20 cm behind the camera.
+LIDAR_IN_CAMERA = (0.05, -0.10, -0.20, 0.5, -0.5, 0.5, 0.5)
+
+
+def test_project_points_hand_computed():
+    points = np.array([[0.0, 0.0, 2.0], [1.0, -0.5, 4.0], [-0.3, 0.6, 1.5]])
+    u, v = project_points(points, fx=500.0, fy=400.0, cx=320.0, cy=240.5)
+    np.testing.assert_allclose(u, [320.0, 500.0 * 1.0 / 4.0 + 320.0, 500.0 * -0.3 / 1.5 + 320.0], rtol=1e-12)
+    np.testing.assert_allclose(v, [240.5, 400.0 * -0.5 / 4.0 + 240.5, 400.0 * 0.6 / 1.5 + 240.5], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        project_points(np.ones((2, 2)), 1.0, 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="focal length is zero"):
+        project_points(points, 0.0, 1.0, 0.0, 0.0)
+
+
+def test_back_project_pixels_is_the_inverse_of_projection_and_agrees_with_depth_to_xyz():
+    fx, fy, cx, cy = 512.3, 498.7, 31.2, 23.9
+    depth = random_depth(3)
+    rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0) & (depth < 25.0))
+    points = back_project_pixels(cols, rows, depth[rows, cols], fx, fy, cx, cy)
+    # The same points as the full-image back-projection (which rounds its factors to float32).
+    np.testing.assert_allclose(points, depth_to_xyz(depth, fx, fy, cx, cy)[rows, cols], rtol=1e-6, atol=1e-6)
+    u, v = project_points(points, fx, fy, cx, cy)
+    np.testing.assert_allclose(u, cols, atol=1e-9)
+    np.testing.assert_allclose(v, rows, atol=1e-9)
+
+
+def test_points_in_view_keeps_points_in_front_and_on_a_pixel():
+    # A 4x3 image: u in [-0.5, 3.5), v in [-0.5, 2.5) round to a pixel inside.
+    u = np.array([-0.5, -0.51, 3.49, 3.5, 1.0, 1.0, 1.0, 1.0, 1.0, NAN])
+    v = np.array([0.0, 0.0, 0.0, 0.0, -0.5, 2.5, 1.0, 1.0, 1.0, 1.0])
+    z = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.3, 9.0, 1.0])
+    keep = points_in_view(u, v, z, height=3, width=4, min_depth=0.3, max_depth=8.0)
+    assert keep.tolist() == [True, False, True, False, True, False, False, False, False, False]
+    assert nearest_pixel([-0.5, 0.49, 0.5, 3.49]).tolist() == [0, 0, 1, 3]
+
+
+def test_rotation_from_quaternion_known_rotations():
+    np.testing.assert_allclose(rotation_from_quaternion(0, 0, 0, 1), np.eye(3))
+    # 90 degrees about z: x -> y, y -> -x.
+    half = math.sqrt(0.5)
+    np.testing.assert_allclose(rotation_from_quaternion(0, 0, half, half),
+                               [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    # Not normalised (as typed into a YAML file): the same rotation.
+    np.testing.assert_allclose(rotation_from_quaternion(0, 0, 2.0, 2.0), rotation_from_quaternion(0, 0, half, half),
+                               atol=1e-12)
+    np.testing.assert_allclose(rotation_from_quaternion(*LIDAR_IN_CAMERA[3:]),
+                               [[0, -1, 0], [0, 0, -1], [1, 0, 0]], atol=1e-12)
+    with pytest.raises(ValueError, match="not a rotation"):
+        rotation_from_quaternion(0, 0, 0, 0)
+
+
+def test_transform_points_with_a_lidar_extrinsic_hand_computed():
+    lidar = np.array([[5.0, 1.0, 0.5], [10.0, 0.0, 0.0]])
+    camera = transform_points(lidar, LIDAR_IN_CAMERA)
+    # R p + t: (x, y, z)_lidar -> (-y, -z, x) + (0.05, -0.10, -0.20)
+    np.testing.assert_allclose(camera, [[-1.0 + 0.05, -0.5 - 0.10, 5.0 - 0.20],
+                                        [0.0 + 0.05, 0.0 - 0.10, 10.0 - 0.20]], atol=1e-12)
+    rotation, translation = rigid_transform(LIDAR_IN_CAMERA)
+    assert translation.tolist() == [0.05, -0.10, -0.20]
+    for bad in ([0.0] * 6, [0.0, 0.0, NAN, 0.0, 0.0, 0.0, 1.0]):
+        with pytest.raises(ValueError, match="7 finite numbers"):
+            rigid_transform(bad)
+    with pytest.raises(ValueError, match="not a rotation"):
+        transform_points(lidar, [0.0] * 7)

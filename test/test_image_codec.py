@@ -249,6 +249,17 @@ def test_depth_16bit_millimetres(encoding, bigendian):
     np.testing.assert_allclose(depth_image_to_metres(msg), expected, rtol=1e-7)
 
 
+def test_depth_decoded_on_a_strided_grid():
+    values = np.arange(1, 36, dtype="<u2").reshape(5, 7) * 100  # millimetres
+    msg = image_msg("16UC1", 5, 7, 14, values.tobytes())
+    grid = depth_image_to_metres(msg, stride=3)
+    # Rows 0, 3 and columns 0, 3, 6 of the full image, in metres.
+    np.testing.assert_allclose(grid, values[::3, ::3] / 1000.0, rtol=1e-7)
+    np.testing.assert_array_equal(grid, depth_image_to_metres(msg)[::3, ::3])
+    with pytest.raises(ValueError, match="positive integer"):
+        depth_image_to_metres(msg, stride=0)
+
+
 def test_depth_rejects_colour_encoding():
     with pytest.raises(ImageDecodeError, match="supported: 32FC1, 16UC1, mono16"):
         depth_image_to_metres(image_msg("rgb8", 1, 1, 3, bytes(3)))

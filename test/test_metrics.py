@@ -7,6 +7,7 @@ import pytest
 from dpt_ros.depth import (
     AlignmentError,
     align_inverse_depth_to_metric,
+    fit_scale,
     fit_scale_shift,
     relative_to_metric,
 )
@@ -138,6 +139,36 @@ def test_fit_scale_shift_minimizes_squared_error():
     y = np.array([1.0, 2.0, 4.0])
     # s = cov(p, y) / var(p) = ((−1)(−4/3) + 0 + (1)(5/3)) / 2 = 1.5; t = mean(y) − s mean(p) = 7/3 − 1.5
     assert fit_scale_shift(p, y) == pytest.approx((1.5, 7 / 3 - 1.5))
+
+
+def test_weighted_fit_scale_shift_solves_the_weighted_normal_equations():
+    p = np.array([0.0, 1.0, 2.0])
+    y = np.array([1.0, 2.0, 4.0])
+    w = np.array([1.0, 1.0, 2.0])
+    # Weighted means: p = (0 + 1 + 4) / 4 = 1.25, y = (1 + 2 + 8) / 4 = 2.75.
+    # s = sum w (p - 1.25)(y - 2.75) / sum w (p - 1.25)^2
+    #   = (1.25*1.75 + 0.25*0.75 + 2*0.75*1.25) / (1.5625 + 0.0625 + 2*0.5625) = 4.25 / 2.75
+    scale, shift = fit_scale_shift(p, y, weights=w)
+    assert scale == pytest.approx(4.25 / 2.75, rel=1e-12)
+    assert shift == pytest.approx(2.75 - 4.25 / 2.75 * 1.25, rel=1e-12)
+    # Weight 0 (or masked out) takes no part; all-equal weights give the unweighted fit.
+    assert fit_scale_shift(np.append(p, 9.0), np.append(y, -50.0), weights=np.append(w, 0.0)) == \
+        pytest.approx((scale, shift), rel=1e-12)
+    assert fit_scale_shift(p, y, weights=np.full(3, 7.0)) == pytest.approx(fit_scale_shift(p, y), rel=1e-12)
+    with pytest.raises(AlignmentError, match="at least 2"):
+        fit_scale_shift(p, y, weights=[1.0, 0.0, 0.0])
+
+
+def test_fit_scale_without_shift():
+    p = np.array([1.0, 2.0, 4.0, 8.0])
+    y = np.array([2.0, 3.0, 9.0, np.nan])
+    # s = sum w p y / sum w p^2 over the finite points: (2 + 6 + 36) / (1 + 4 + 16)
+    assert fit_scale(p, y) == pytest.approx(44 / 21, rel=1e-12)
+    w = np.array([1.0, 0.5, 0.25, 1.0])
+    assert fit_scale(p, y, weights=w) == pytest.approx((2 + 3 + 9) / (1 + 2 + 4), rel=1e-12)
+    assert fit_scale(p, y, mask=[True, False, False, False]) == pytest.approx(2.0)
+    with pytest.raises(AlignmentError, match="non-zero prediction"):
+        fit_scale(np.zeros(3), np.ones(3))
 
 
 def test_alignment_recovers_metric_depth_from_affine_inverse_depth():
