@@ -229,7 +229,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.malloc == "node":
-        from dpt_ros.node import keep_large_buffers_mapped
+        from dpt_ros.processes import keep_large_buffers_mapped
 
         keep_large_buffers_mapped()
     settings = AlignerSettings(max_samples=args.max_samples)

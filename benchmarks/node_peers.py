@@ -360,7 +360,7 @@ def run_cloud(args) -> int:
     from dpt_ros.geometry import depth_to_xyz
 
     if args.malloc == "node":
-        from dpt_ros.ros.node import keep_large_buffers_mapped
+        from dpt_ros.processes import keep_large_buffers_mapped
 
         keep_large_buffers_mapped()
 

@@ -13,7 +13,6 @@ diagnostics (counters over a recent window, /diagnostics and ~/stats).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -33,6 +32,7 @@ from dpt_ros import node_parameters as table
 from dpt_ros.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from dpt_ros.model_config import ModelLoadError, build_engine, describe_compile
 from dpt_ros.msg import InferenceStats
+from dpt_ros.processes import keep_large_buffers_mapped
 from dpt_ros.pipeline import Intrinsics, PipelineSettings, metric_depth_available, process_frames
 from dpt_ros.ros import diagnostics
 from dpt_ros.ros.camera import THROTTLE_S, CameraInput, InputSettings
@@ -363,22 +363,6 @@ class DptNode(LifecycleNode):
         stamp = self.get_clock().now().to_msg()
         for outputs in self._outputs:
             outputs.publish_label_info(config.segmentation_variant or config.variant, stamp)
-
-
-def keep_large_buffers_mapped() -> None:
-    """Stop glibc from returning every multi-MB frame buffer to the kernel on free.
-
-    By default buffers above the dynamic mmap threshold are unmapped when freed, so each new
-    frame's depth/cloud/message buffers page-fault again: measured 16-24 ms per 640x480 cloud
-    frame instead of about 4 ms with these thresholds (see benchmarks/NOTES.md).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 64 << 20)
-    libc.mallopt(m_trim_threshold, 256 << 20)
 
 
 class _stderr_captured:
