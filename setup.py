@@ -23,7 +23,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", [str(p.relative_to(ROOT)) for p in (ROOT / "launch").glob("*.py")]),
-        (f"share/{PACKAGE}/config", [str(p.relative_to(ROOT)) for p in (ROOT / "config").glob("*.yaml")]),
+        (f"share/{PACKAGE}/config", [str(p.relative_to(ROOT)) for p in sorted((ROOT / "config").glob("*"))]),
     ],
     install_requires=["numpy", "torch", "torchvision", "timm", "safetensors", "opencv-python-headless",
                       "PyYAML", "tqdm", "matplotlib", "rosbags"],

@@ -29,7 +29,7 @@ cores as the one batched node (each with its own torch threads), so the ratio th
 about the GPU target (4 cameras batched >= 2.5x the throughput of 4 separate nodes): measure that
 with ``--device cuda``.
 
-Every process uses benchmarks/fastdds_large_shm.xml unless ``--fastdds-profile`` says otherwise
+Every process uses config/fastdds_large_shm.xml unless ``--fastdds-profile`` says otherwise
 (``''``: the environment's DDS settings), see SHM_PROFILE below.
 
     python benchmarks/multi_camera.py                          # 4 cameras, dpt_tiny, depth, 640x480
@@ -58,7 +58,7 @@ STATS_TOPICS = {"batched": "dpt_node/{camera}/stats", "separate": "{camera}/dpt_
 # path a lost fragment of a 640x480 frame stalls that camera until the writer's next heartbeat
 # (3 s; in a first run one camera of two got 3 frames, the other 129), so shared memory is the
 # default here.
-SHM_PROFILE = Path(__file__).resolve().with_name("fastdds_large_shm.xml")
+SHM_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"
 # Seconds for the node(s) to load the model and subscribe before the stream gives up.
 STARTUP_TIMEOUT = 300.0
 
@@ -88,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a short window: a smoke test")
     parser.add_argument("--fastdds-profile", default=str(SHM_PROFILE),
                         help="Fast DDS XML profile for every process (FASTRTPS_DEFAULT_PROFILES_FILE); default "
-                             "benchmarks/fastdds_large_shm.xml, '' = the environment's DDS settings")
+                             "config/fastdds_large_shm.xml, '' = the environment's DDS settings")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: random 1..100)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--keep", default=None, help="keep the processes' logs and raw records in this folder")

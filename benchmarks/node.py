@@ -20,7 +20,7 @@ pack_cloud -> to_pointcloud2 -> publish), with glibc's default malloc and with d
     python benchmarks/node.py                       # dpt_tiny, 640x480 and 1280x720, 20 frames each
     python benchmarks/node.py --variant dpt_hybrid --frames 5
     python benchmarks/node.py --quick               # a few frames: a smoke test
-    python benchmarks/node.py --fastdds-profile benchmarks/fastdds_large_shm.xml   # outputs via shared memory
+    python benchmarks/node.py --fastdds-profile config/fastdds_large_shm.xml   # outputs via shared memory
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="640x480 only, a few frames and clouds: a smoke test")
     parser.add_argument("--fastdds-profile", default=None,
                         help="Fast DDS XML profile for every process (FASTRTPS_DEFAULT_PROFILES_FILE), e.g. "
-                             "benchmarks/fastdds_large_shm.xml; default: the environment's DDS settings")
+                             "config/fastdds_large_shm.xml; default: the environment's DDS settings")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: random 1..100)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds for the whole node run (default: 600, quick 120)")

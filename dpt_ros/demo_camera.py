@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import array
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -455,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     finally:
+        # One Ctrl-C both shuts rclpy down and raises KeyboardInterrupt at the next bytecode; a second
+        # one comes from terminals and launch: neither may interrupt the clean-up with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -255,14 +255,15 @@ def test_launch_file_default_params_and_executables_exist_in_the_install_space()
 
     tree = launch_tree()
     share = Path(get_package_share_directory("dpt_ros"))
-    default_params = share.joinpath(*module_constants(tree)["DEFAULT_PARAMS_FILE"])
-    assert default_params.is_file(), default_params
+    for constant in ("DEFAULT_PARAMS_FILE", "DEFAULT_FASTDDS_PROFILE"):
+        default_file = share.joinpath(*module_constants(tree)[constant])
+        assert default_file.is_file(), default_file
     for package, executable in launched_nodes(tree):
         path = Path(get_package_prefix(package)) / "lib" / package / executable
         assert path.is_file() and os.access(path, os.X_OK), path
     # The install space holds the current sources (scripts/setup.sh was run after the last edit).
     assert (share / "launch" / LAUNCH_FILE.name).read_text() == LAUNCH_FILE.read_text()
-    for source in CONFIG.glob("*.yaml"):
+    for source in CONFIG.glob("*"):
         assert (share / "config" / source.name).read_text() == source.read_text(), source.name
 
 
@@ -285,7 +286,7 @@ class _Node(_Recorder):
     # launch_ros.actions.Node's own keywords plus the ExecuteProcess ones the launch file may use.
     ACCEPTED = ("executable", "package", "name", "namespace", "exec_name", "parameters", "remappings",
                 "ros_arguments", "arguments", "output", "emulate_tty", "respawn", "respawn_delay",
-                "additional_env", "condition", "sigterm_timeout", "sigkill_timeout")
+                "additional_env", "condition", "sigterm_timeout", "sigkill_timeout", "on_exit")
 
 
 class _DeclareLaunchArgument(_Recorder):
@@ -294,6 +295,10 @@ class _DeclareLaunchArgument(_Recorder):
 
 class _OpaqueFunction(_Recorder):
     ACCEPTED = ("function", "args", "kwargs", "condition")
+
+
+class _Shutdown(_Recorder):
+    ACCEPTED = ("reason", "condition")
 
 
 class _LaunchConfiguration:
@@ -314,7 +319,8 @@ def launch_module(monkeypatch, tmp_path):
         return stand_in
 
     module("launch", LaunchDescription=lambda entities: list(entities))
-    module("launch.actions", DeclareLaunchArgument=_DeclareLaunchArgument, OpaqueFunction=_OpaqueFunction)
+    module("launch.actions", DeclareLaunchArgument=_DeclareLaunchArgument, OpaqueFunction=_OpaqueFunction,
+           Shutdown=_Shutdown)
     module("launch.substitutions", LaunchConfiguration=_LaunchConfiguration)
     module("launch_ros")
     module("launch_ros.actions", Node=_Node)
@@ -323,47 +329,75 @@ def launch_module(monkeypatch, tmp_path):
     return runpy.run_path(str(LAUNCH_FILE))
 
 
+@pytest.fixture
+def params_file(tmp_path):
+    """The default params file where the fake share directory says it is (the launch file checks it)."""
+    path = tmp_path / "dpt_ros" / "config" / "dpt.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text((CONFIG / "dpt.yaml").read_text())
+    return str(path)
+
+
 def run_launch(launch_module, **given):
-    """Declared arguments' defaults updated with ``given`` -> the Node stand-ins the file creates."""
+    """Declared arguments' defaults updated with ``given`` -> the Node stand-ins the file creates
+    (several demo cameras are keyed demo_camera:<namespace>)."""
     entities = launch_module["generate_launch_description"]()
     declared = {e.args[0]: e.kwargs["default_value"] for e in entities if isinstance(e, _DeclareLaunchArgument)}
     assert not set(given) - set(declared), "test passes an argument the launch file does not declare"
     context = types.SimpleNamespace(launch_configurations={**declared, **given})
     opaque = [e for e in entities if isinstance(e, _OpaqueFunction)]
     assert len(opaque) == 1
-    return declared, {node.kwargs["executable"]: node.kwargs for node in opaque[0].kwargs["function"](context)}
+    nodes = {}
+    for node in opaque[0].kwargs["function"](context):
+        key = node.kwargs["executable"]
+        if key in nodes or (key == "demo_camera" and given.get("cameras")):
+            key = f"{key}:{node.kwargs['namespace']}"
+        nodes[key] = node.kwargs
+    return declared, nodes
 
 
 def test_launch_declares_the_documented_arguments_and_defaults(launch_module, tmp_path):
-    declared, _ = run_launch(launch_module)
+    declared, _ = run_launch(launch_module, params_file=str(CONFIG / "dpt.yaml"))
+    share = tmp_path / "dpt_ros"
     assert declared == {
-        "params_file": str(tmp_path / "dpt_ros" / "config" / "dpt.yaml"),
-        "namespace": "", "image": "image", "camera_info": "camera_info", "variant": "",
-        "device": "", "use_sim_time": "false", "demo": "false",
+        "params_file": str(share / "config" / "dpt.yaml"),
+        "namespace": "", "image": "image", "camera_info": "camera_info", "cameras": "", "variant": "",
+        "device": "", "allow_random_weights": "false", "lifecycle": "false", "log_level": "info",
+        "use_sim_time": "false", "demo": "false", "fastdds_profile": str(share / "config" / "fastdds_large_shm.xml"),
     }
 
 
-def test_launch_defaults_start_only_dpt_node_with_the_params_file(launch_module, tmp_path):
+def test_launch_defaults_start_only_dpt_node_with_the_params_file(launch_module, params_file, tmp_path):
     _, nodes = run_launch(launch_module)
     assert set(nodes) == {"dpt_node"}
     node = nodes["dpt_node"]
     assert (node["package"], node["name"], node["output"], node["emulate_tty"]) == ("dpt_ros", "dpt_node", "screen", True)
     assert node["namespace"] is None  # no namespace of its own: an enclosing PushRosNamespace applies
-    # No override dictionary at all when variant and device are empty.
-    assert node["parameters"] == [str(tmp_path / "dpt_ros" / "config" / "dpt.yaml"), {"use_sim_time": False}]
+    # No override dictionary at all when nothing is given.
+    assert node["parameters"] == [params_file, {"use_sim_time": False}]
     assert dict(node["remappings"]) == {"image": "image", "camera_info": "camera_info",
                                         "image/compressed": "image/compressed"}
+    assert node["arguments"] == ["--ros-args", "--log-level", "info"]
+    assert node["additional_env"] == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(tmp_path / "dpt_ros" / "config" / "fastdds_large_shm.xml")}
+    # The whole launch ends with dpt_node.
+    assert isinstance(node["on_exit"], _Shutdown)
 
 
-def test_launch_passes_only_the_overrides_that_were_given(launch_module):
-    _, nodes = run_launch(launch_module, variant="dpt_tiny", params_file="/tmp/p.yaml")
-    assert nodes["dpt_node"]["parameters"] == ["/tmp/p.yaml", {"model.variant": "dpt_tiny"}, {"use_sim_time": False}]
-    _, nodes = run_launch(launch_module, device="cuda:1", variant="dpt_large", use_sim_time="True")
-    assert nodes["dpt_node"]["parameters"][1:] == [{"model.variant": "dpt_large", "device": "cuda:1"},
-                                                   {"use_sim_time": True}]
+def test_launch_passes_only_the_overrides_that_were_given(launch_module, params_file):
+    _, nodes = run_launch(launch_module, variant="dpt_tiny", params_file=str(CONFIG / "indoor.yaml"))
+    assert nodes["dpt_node"]["parameters"] == [str(CONFIG / "indoor.yaml"), {"model.variant": "dpt_tiny"},
+                                               {"use_sim_time": False}]
+    _, nodes = run_launch(launch_module, device="cuda:1", variant="dpt_large", use_sim_time="True",
+                          allow_random_weights="true", lifecycle="true", log_level="DEBUG", fastdds_profile="")
+    node = nodes["dpt_node"]
+    assert node["parameters"][1:] == [{"model.variant": "dpt_large", "device": "cuda:1",
+                                       "model.allow_random_weights": True, "managed": True},
+                                      {"use_sim_time": True}]
+    assert node["arguments"] == ["--ros-args", "--log-level", "debug"] and node["additional_env"] == {}
 
 
-def test_launch_demo_publishes_on_the_topics_dpt_node_reads_in_its_namespace(launch_module):
+def test_launch_demo_publishes_on_the_topics_dpt_node_reads_in_its_namespace(launch_module, params_file):
     _, nodes = run_launch(launch_module, demo="true", namespace="front", image="/cam/image_raw",
                           camera_info="/cam/info")
     assert set(nodes) == {"dpt_node", "demo_camera"}
@@ -372,8 +406,26 @@ def test_launch_demo_publishes_on_the_topics_dpt_node_reads_in_its_namespace(lau
         assert node["namespace"] == "front"
         assert dict(node["remappings"]) == expected
     assert nodes["demo_camera"]["parameters"] == [{"use_sim_time": False}]
+    assert "on_exit" not in nodes["demo_camera"]
 
 
-def test_launch_rejects_a_flag_that_is_neither_true_nor_false(launch_module):
-    with pytest.raises(ValueError, match="demo"):
-        run_launch(launch_module, demo="maybe")
+@pytest.mark.parametrize("cameras", ["[front, left]", "front,left", "front left", "['front', 'left']"])
+def test_launch_cameras_go_to_one_node_and_the_demo_gets_one_camera_each(launch_module, params_file, cameras):
+    _, nodes = run_launch(launch_module, demo="true", cameras=cameras, namespace="rig")
+    assert nodes["dpt_node"]["parameters"][1] == {"cameras": ["front", "left"]}
+    assert nodes["dpt_node"]["namespace"] == "rig"
+    # Each demo camera publishes image/camera_info in <namespace>/<camera>: what dpt_node reads.
+    assert {key: node["namespace"] for key, node in nodes.items() if key.startswith("demo_camera")} == {
+        "demo_camera:rig/front": "rig/front", "demo_camera:rig/left": "rig/left"}
+    assert all(node["remappings"] == [] for key, node in nodes.items() if key.startswith("demo_camera"))
+
+
+def test_launch_refuses_a_params_file_that_does_not_exist(launch_module):
+    with pytest.raises(FileNotFoundError, match="/nonexistent/params.yaml"):
+        run_launch(launch_module, params_file="/nonexistent/params.yaml")
+
+
+@pytest.mark.parametrize("argument, value", [("demo", "maybe"), ("lifecycle", "perhaps"), ("log_level", "loud")])
+def test_launch_rejects_a_value_it_cannot_use(launch_module, params_file, argument, value):
+    with pytest.raises(ValueError, match=argument):
+        run_launch(launch_module, **{argument: value})
