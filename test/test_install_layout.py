@@ -429,3 +429,12 @@ def test_launch_refuses_a_params_file_that_does_not_exist(launch_module):
 def test_launch_rejects_a_value_it_cannot_use(launch_module, params_file, argument, value):
     with pytest.raises(ValueError, match=argument):
         run_launch(launch_module, **{argument: value})
+
+
+def test_every_readme_launch_example_has_a_launch_test():
+    """test/test_launch.py runs each `ros2 launch` example of the README (where launch is installed)."""
+    from support.launch_examples import EXAMPLES, launch_arguments, readme_examples
+
+    assert sorted(readme_examples()) == sorted(EXAMPLES)
+    assert launch_arguments(next(e for e in EXAMPLES if e.startswith("cameras"))) == {
+        "cameras": "[front, left]", "demo": "true", "variant": "dpt_tiny", "allow_random_weights": "true"}
