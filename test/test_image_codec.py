@@ -353,3 +353,67 @@ def test_codec_modules_import_no_ros():
             "('rclpy', 'sensor_msgs', 'std_msgs', 'rosbags')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------------
+# Size limits before decoding, and decoder errors as rejections (issue 10, finding 10)
+# ------------------------------------------------------------------------------------------------
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid 8x8 PNG whose IHDR (with a correct CRC) claims another size."""
+    import struct
+    import zlib
+
+    data = bytearray(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def _jpeg_claiming(width: int, height: int, progressive: bool = False) -> bytes:
+    """A small JPEG whose start-of-frame segment claims another size (641 bytes can claim 10000x10000)."""
+    import struct
+
+    flags = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if progressive else []
+    data = bytearray(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8), flags)[1].tobytes())
+    sof = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("data, size", [
+    (cv2.imencode(".png", np.zeros((37, 53, 3), np.uint8))[1].tobytes(), (53, 37)),
+    (cv2.imencode(".jpg", np.zeros((37, 53, 3), np.uint8))[1].tobytes(), (53, 37)),
+    (_jpeg_claiming(10000, 7000, progressive=True), (10000, 7000)),
+    (_png_claiming(60000, 60000), (60000, 60000)),
+    (b"\xff\xd8\xff", None),            # cut short
+    (b"GIF89a....", None),              # neither format
+])
+def test_compressed_image_size_is_read_from_the_header(data, size):
+    from dpt_ros.image_codec import compressed_image_size
+
+    assert compressed_image_size(data) == size
+
+
+def test_a_jpeg_claiming_10000x10000_is_refused_before_decoding():
+    from dpt_ros.image_codec import ImageTooLarge
+
+    message = SimpleNamespace(format="jpeg", data=_jpeg_claiming(10000, 10000))
+    assert len(message.data) < 1000
+    with pytest.raises(ImageTooLarge, match="10000x10000 = 100000000 pixels, more than the 16777216 accepted"):
+        compressed_to_rgb(message, max_pixels=4096 * 4096)
+
+
+def test_an_opencv_assertion_on_a_huge_png_header_is_a_decode_error():
+    """Before: cv2.error escaped the decoder, so the frame counted as failed with OpenCV's raw text."""
+    message = SimpleNamespace(format="png", data=_png_claiming(60000, 60000))
+    with pytest.raises(ImageDecodeError, match="corrupt PNG data .*OpenCV refused it"):
+        compressed_to_rgb(message)  # no size limit given: OpenCV's own limit trips
+
+
+def test_a_raw_image_over_the_limit_is_refused_from_its_declared_size():
+    from dpt_ros.image_codec import ImageTooLarge
+
+    message = SimpleNamespace(encoding="rgb8", width=8000, height=6000, step=24000, is_bigendian=0, data=b"")
+    with pytest.raises(ImageTooLarge, match="8000x6000"):
+        image_to_rgb(message, max_pixels=4096 * 4096)
