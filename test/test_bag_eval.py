@@ -27,9 +27,9 @@ import torch
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from dpt_ros import bag_io
-from dpt_ros.bag_evaluation import evaluate
-from dpt_ros.evaluate_bag import build_parser, config_from_args, main
+from dpt_ros.evaluation import bag_io
+from dpt_ros.evaluation.run import evaluate
+from dpt_ros.evaluation.cli import build_parser, config_from_args, main
 from dpt_ros.inference import InferenceResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -476,7 +476,7 @@ def test_sigint_during_cli_run_finalizes_outputs(tmp_path):
     bag = write_bag(tmp_path / "in", "mcap", frames)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = subprocess.Popen(
-        [sys.executable, "-m", "dpt_ros.evaluate_bag", str(bag), "--image-topic",
+        [sys.executable, "-m", "dpt_ros.evaluation.cli", str(bag), "--image-topic",
          "/camera/image_raw", "--gt-depth-topic", "/gt/depth", "--variant", "dpt_tiny",
          "--allow-random-weights", "--device", "cpu", "--output-bag", str(tmp_path / "out"),
          "--report-dir", str(tmp_path / "report")],

@@ -10,7 +10,7 @@ from dpt_ros.depth import (
     fit_scale_shift,
     relative_to_metric,
 )
-from dpt_ros.metrics import (
+from dpt_ros.evaluation.metrics import (
     ConfusionMatrix,
     DepthErrorHistogram,
     depth_metrics,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import IGNORE_LABEL
+from dpt_ros.labels import IGNORE_LABEL
 
 DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
 

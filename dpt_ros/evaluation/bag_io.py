@@ -290,7 +290,7 @@ class PredictionWriter:
         return make_header(self.typestore, stamp_ns, frame_id)
 
     def _image(self, name: str, array, encoding: str, header, stamp_ns: int) -> None:
-        from .image_codec import array_to_image_fields
+        from dpt_ros.image_codec import array_to_image_fields
 
         fields = array_to_image_fields(array, encoding, as_numpy=True)
         self.bag.write(self.topic(name), self.typestore.types[IMAGE_TYPE](header=header, **fields),
@@ -312,8 +312,8 @@ class PredictionWriter:
                        stamp_ns)
 
     def write_points(self, depth, intrinsics, rgb, labels, header, stamp_ns: int) -> None:
-        from .cloud import pack_cloud, to_pointcloud2
-        from .geometry import depth_to_xyz
+        from dpt_ros.cloud import pack_cloud, to_pointcloud2
+        from dpt_ros.geometry import depth_to_xyz
 
         xyz = depth_to_xyz(depth, *intrinsics)
         packed = pack_cloud(xyz, rgb=rgb, labels=labels)
@@ -322,7 +322,7 @@ class PredictionWriter:
         self.bag.write(self.topic("points"), cloud, stamp_ns)
 
     def write_label_info(self, variant: str, stamp_ns: int) -> None:
-        from .labels import ADE20K_CLASSES, ADE20K_COLORS_PACKED, IGNORE_LABEL
+        from dpt_ros.labels import ADE20K_CLASSES, ADE20K_COLORS_PACKED, IGNORE_LABEL
 
         if not self.has_our_types:
             return

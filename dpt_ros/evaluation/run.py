@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bag_io
-from .depth import (
+from dpt_ros.evaluation import bag_io
+from dpt_ros.depth import (
     ALIGNMENT_SCALE_SHIFT,
     AlignmentError,
     align_inverse_depth_to_metric,
 )
-from .metrics import (
+from dpt_ros.evaluation.metrics import (
     ConfusionMatrix,
     DepthErrorHistogram,
     depth_metrics,
@@ -274,7 +274,7 @@ class Evaluation:
         return previous
 
     def _decode(self, frame: Frame, connection, raw) -> bool:
-        from .image_codec import compressed_to_rgb, image_to_rgb
+        from dpt_ros.image_codec import compressed_to_rgb, image_to_rgb
 
         begin = time.perf_counter()
         try:
@@ -348,7 +348,7 @@ class Evaluation:
             return None
 
     def _evaluate_depth(self, frame: Frame, prediction: np.ndarray, sample: dict | None) -> None:
-        from .image_codec import depth_image_to_metres
+        from dpt_ros.image_codec import depth_image_to_metres
 
         if sample is not None:
             sample["prediction"] = prediction
@@ -393,7 +393,7 @@ class Evaluation:
             sample["gt_depth"] = gt
 
     def _evaluate_labels(self, frame: Frame, labels: np.ndarray, sample: dict | None) -> None:
-        from .image_codec import labels_image_to_array
+        from dpt_ros.image_codec import labels_image_to_array
 
         if sample is not None:
             sample["labels"] = labels
@@ -461,7 +461,7 @@ class Evaluation:
 
     def _intrinsics(self, camera_info, shape):
         """(fx, fy, cx, cy) for an image of ``shape``; None (and a warning) if uncalibrated."""
-        from .geometry import intrinsics_from_projection
+        from dpt_ros.geometry import intrinsics_from_projection
 
         try:
             return intrinsics_from_projection(
@@ -545,7 +545,7 @@ def _invert(depth: np.ndarray) -> np.ndarray:
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from dpt_ros import __version__
 
     found = {"dpt_ros": __version__, "python": sys.version.split()[0]}
     for package in ("torch", "timm", "rosbags", "numpy"):
@@ -557,7 +557,7 @@ def versions() -> dict:
 
 
 def build_engine(config: Config):
-    from .inference import InferenceEngine
+    from dpt_ros.inference import InferenceEngine
 
     return InferenceEngine.from_variant(
         config.variant, tasks=config.tasks,
@@ -573,7 +573,7 @@ def evaluate(config: Config, engine=None, after_frame=None) -> dict:
     """
     from rosbags.rosbag2 import Reader
 
-    from .model.errors import WeightsError
+    from dpt_ros.model.errors import WeightsError
 
     storage = bag_io.bag_storage(config.input_bag)
     typestore, has_our_types = bag_io.make_typestore()
@@ -620,7 +620,7 @@ def evaluate(config: Config, engine=None, after_frame=None) -> dict:
                     "frames": evaluation.frames,
                 }
                 if config.report_dir is not None:
-                    from .report import write_report
+                    from dpt_ros.evaluation.report import write_report
 
                     write_report(report, config.report_dir, samples=evaluation.samples,
                                  min_depth=config.min_depth, max_depth=config.max_depth,

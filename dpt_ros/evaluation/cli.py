@@ -17,10 +17,10 @@ import signal
 import sys
 from pathlib import Path
 
-from . import bag_io
-from .bag_evaluation import DEFAULT_DEPTH_RANGE, PRESETS, Config, EvaluationError, evaluate
-from .depth import ALIGNMENT_NONE, ALIGNMENT_SCALE_SHIFT
-from .metrics import load_label_map
+from dpt_ros.evaluation import bag_io
+from dpt_ros.evaluation.run import DEFAULT_DEPTH_RANGE, PRESETS, Config, EvaluationError, evaluate
+from dpt_ros.depth import ALIGNMENT_NONE, ALIGNMENT_SCALE_SHIFT
+from dpt_ros.evaluation.metrics import load_label_map
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130  # shell convention for "terminated by SIGINT"
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Check argument combinations and fill defaults that depend on other arguments."""
-    from .model import VARIANTS
+    from dpt_ros.model import VARIANTS
 
     if args.variant not in VARIANTS:
         raise EvaluationError(f"unknown variant {args.variant!r}; known: {', '.join(sorted(VARIANTS))}")
@@ -182,7 +182,7 @@ def _terminate_as_interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .model.errors import WeightsError
+    from dpt_ros.model.errors import WeightsError
 
     # SIGTERM (e.g. from a job scheduler) ends the run like Ctrl-C: outputs are still finalised.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)

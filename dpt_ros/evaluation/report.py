@@ -87,7 +87,7 @@ def _fmt(value, digits: int = 4) -> str:
 
 def render_markdown(report: dict) -> str:
     """Human-readable summary: configuration, counts, metric tables, timing, plots."""
-    from .labels import class_name
+    from dpt_ros.labels import class_name
 
     config = report.get("configuration", {})
     counts = report.get("counts", {})
@@ -223,7 +223,7 @@ def _plot_samples(samples: list[dict], path: Path, min_depth: float, max_depth: 
     """One row per sample: image | prediction | ground truth | error (depth, then labels)."""
     import matplotlib.pyplot as plt
 
-    from .colorize import colorize_labels
+    from dpt_ros.colorize import colorize_labels
 
     rows = []
     for sample in samples:
@@ -281,7 +281,7 @@ def _plot_confusion(confusion, path: Path) -> Path:
     """Row-normalized confusion matrix over the most frequent ground-truth/predicted classes."""
     import matplotlib.pyplot as plt
 
-    from .labels import class_name
+    from dpt_ros.labels import class_name
 
     matrix = confusion.matrix
     weight = matrix.sum(axis=0) + matrix.sum(axis=1)
