@@ -1,36 +1,68 @@
 """evaluate_bag: run DPT over a rosbag2 recording, score it against ground truth, write a report.
 
     evaluate_bag INPUT_BAG --image-topic /camera/image_raw --gt-depth-topic /camera/depth \
-        --camera-info-topic /camera/camera_info --variant dpt_hybrid_kitti --weights auto \
+        --camera-info-topic /camera/camera_info --variant dpt_hybrid_kitti \
         --output-bag out_bag --report-dir report/
 
-Reads the bag with ``rosbags`` (no ROS install needed), runs the inference engine on batches of
-frames, optionally writes the outputs to a new bag in the input's storage format, and writes
-report.json, report.md and plots. Ctrl-C stops the run cleanly: what was processed so far is
-written to the bag and the report.
+Reads the bag with ``rosbags`` (no ROS install needed), runs the model dpt_node would run on
+batches of frames, optionally writes what dpt_node would publish to a new bag in the input's
+storage format, and writes report.json, report.md and plots.  Ctrl-C stops the run cleanly: what
+was processed so far is written to the bag and the report.  The run itself is
+``dpt_ros.evaluation.run.evaluate``; this module only turns arguments into its configuration.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 from pathlib import Path
 
 from dpt_ros.evaluation import bag_io
-from dpt_ros.evaluation.run import DEFAULT_DEPTH_RANGE, PRESETS, Config, EvaluationError, evaluate
+from dpt_ros.evaluation.config import (
+    ALIGNMENT_AUTO,
+    NODE_PARAMETER_OF_FLAG,
+    PRESETS,
+    EvaluationConfig,
+    EvaluationError,
+)
 from dpt_ros.depth import ALIGNMENT_NONE, ALIGNMENT_SCALE_SHIFT
-from dpt_ros.evaluation.metrics import load_label_map
+from dpt_ros.model_config import ModelConfig, ModelLoadError
+from dpt_ros.node_parameters import COMPILE_MODES, PARAMETERS_BY_NAME, PRECISIONS
+from dpt_ros.pipeline import PipelineSettings
 
-EXIT_ERROR = 2
+EXIT_OK = 0
+EXIT_REFUSED = 2  # nothing was done: bad arguments, unusable input or output locations, model not loadable
+EXIT_NO_FRAME = 3  # the run finished but processed no frame (each reason is printed with its count)
 EXIT_INTERRUPTED = 130  # shell convention for "terminated by SIGINT"
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}    at least one frame was processed
+  {EXIT_REFUSED}    refused before any work (one line says why): bad arguments, unreadable bag, missing
+       topic, unwritable --output-bag or --report-dir, undecodable image encoding, model not loadable
+  {EXIT_NO_FRAME}    no frame was processed (each reason is printed once with its count)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM): the frames processed so far are in the bag and report
+"""
+_ALIGNMENT_OF_FLAG = {"auto": ALIGNMENT_AUTO, "none": ALIGNMENT_NONE, "scale-shift": ALIGNMENT_SCALE_SHIFT}
+
+
+def _node_default(flag: str):
+    return PARAMETERS_BY_NAME[NODE_PARAMETER_OF_FLAG[flag]].default
+
+
+def _node_help(flag: str, extra: str = "") -> str:
+    """The help of a flag with the same meaning as a dpt_node parameter: the node's description."""
+    parameter = NODE_PARAMETER_OF_FLAG[flag]
+    default = PARAMETERS_BY_NAME[parameter].default
+    return (f"{PARAMETERS_BY_NAME[parameter].description}{extra} (dpt_node's {parameter}; "
+            f"default {default!r})").replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate_bag",
-        description="Run DPT depth/segmentation over a rosbag2 bag and evaluate it against "
-        "ground truth recorded in the same bag.",
+        description="Run DPT depth/segmentation over a rosbag2 bag, as dpt_node would, and evaluate it "
+        "against ground truth recorded in the same bag.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input_bag", help="rosbag2 bag directory (sqlite3 or mcap) or storage file")
     topics = parser.add_argument_group("input topics")
@@ -48,20 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--stamp-tolerance", type=float, default=0.02, metavar="SECONDS",
                         help="max header-stamp difference between an image and its ground truth")
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--variant", default="dpt_hybrid", help="model variant (default dpt_hybrid)")
+    model = parser.add_argument_group("model (as dpt_node's parameters)")
+    model.add_argument("--variant", default=_node_default("--variant"), help=_node_help("--variant"))
     model.add_argument("--tasks", nargs="+", choices=("depth", "segmentation"),
                        help="tasks to run (default: depth, plus segmentation when --gt-labels-topic "
                        "is given)")
-    model.add_argument("--weights", help="checkpoint path, URL, HF directory, or 'auto' (official)")
-    model.add_argument("--segmentation-weights",
-                       help="segmentation checkpoint when both tasks run (default: 'auto' if "
-                       "--weights is 'auto')")
-    model.add_argument("--allow-random-weights", action="store_true",
-                       help="run with untrained weights (smoke tests only; metrics are meaningless)")
-    model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    model.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    model.add_argument("--batch-size", type=int, default=1)
+    model.add_argument("--weights", default=_node_default("--weights"), help=_node_help("--weights"))
+    model.add_argument("--allow-random-weights", action="store_true", help=_node_help("--allow-random-weights"))
+    model.add_argument("--segmentation-variant", default=_node_default("--segmentation-variant"),
+                       help=_node_help("--segmentation-variant"))
+    model.add_argument("--segmentation-weights", default=_node_default("--segmentation-weights"),
+                       help=_node_help("--segmentation-weights"))
+    model.add_argument("--device", default=_node_default("--device"), help=_node_help("--device"))
+    model.add_argument("--precision", default=_node_default("--precision"), choices=PRECISIONS,
+                       help=_node_help("--precision"))
+    model.add_argument("--compile", default=_node_default("--compile"), choices=COMPILE_MODES,
+                       help=_node_help("--compile"))
+    model.add_argument("--input-size", type=int, default=_node_default("--input-size"),
+                       help=_node_help("--input-size"))
+    model.add_argument("--batch-size", type=int, default=1, help="frames per forward pass")
+
+    depth = parser.add_argument_group("depth output (as dpt_node's parameters)")
+    depth.add_argument("--depth-scale", type=float, default=_node_default("--depth-scale"),
+                       help=_node_help("--depth-scale"))
+    depth.add_argument("--depth-shift", type=float, default=_node_default("--depth-shift"),
+                       help=_node_help("--depth-shift"))
+    depth.add_argument("--depth-max-range", type=float, default=_node_default("--depth-max-range"),
+                       help=_node_help("--depth-max-range"))
 
     selection = parser.add_argument_group("frame selection")
     selection.add_argument("--start", type=float, default=0.0, metavar="SECONDS",
@@ -75,12 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the metric variant's own benchmark, else 1e-3..80 m)")
     evaluation.add_argument("--min-depth", type=float, help="metres (overrides the preset)")
     evaluation.add_argument("--max-depth", type=float, help="metres (overrides the preset)")
-    evaluation.add_argument("--alignment", choices=("auto", "none", "scale-shift"), default="auto",
-                            help="auto: least-squares scale/shift in inverse depth for relative "
-                            "models, none for metric models")
+    evaluation.add_argument("--alignment", choices=tuple(_ALIGNMENT_OF_FLAG), default="auto",
+                            help="auto: metric depth (metric variant or --depth-scale) is scored as "
+                            "published; relative depth is aligned per frame by least squares in inverse depth")
 
     output = parser.add_argument_group("output")
-    output.add_argument("--output-bag", type=Path, help="write predictions to this new bag")
+    output.add_argument("--output-bag", type=Path,
+                        help="write what dpt_node would publish to this new bag, at each input image's "
+                        "recording time")
     output.add_argument("--output-prefix", default="/dpt", help="topic prefix in the output bag")
     output.add_argument("--copy-topics", nargs="+", default=[], metavar="TOPIC",
                         help="copy these input topics unchanged into the output bag")
@@ -89,116 +136,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Check argument combinations and fill defaults that depend on other arguments."""
-    from dpt_ros.model import VARIANTS
-
-    if args.variant not in VARIANTS:
-        raise EvaluationError(f"unknown variant {args.variant!r}; known: {', '.join(sorted(VARIANTS))}")
-    spec = VARIANTS[args.variant]
+def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
+    """The run's configuration from parsed arguments (checked when the run starts)."""
     tasks = tuple(args.tasks) if args.tasks else (
         ("depth",) + (("segmentation",) if args.gt_labels_topic else ()))
-    tasks = tuple(dict.fromkeys(tasks))
-    missing = [t for t in tasks if t not in spec.tasks]
-    if missing:
-        raise EvaluationError(f"variant {args.variant} has no {' or '.join(missing)} head "
-                              f"(it has: {', '.join(spec.tasks)})")
-
-    weights, segmentation_weights = args.weights, args.segmentation_weights
-    if weights is None and segmentation_weights is None and not args.allow_random_weights:
-        raise EvaluationError("no weights given: pass --weights PATH|URL|auto, or "
-                              "--allow-random-weights to run an untrained model")
-    if tasks == ("segmentation",):
-        segmentation_weights = segmentation_weights or weights
-        weights = None
-    elif "segmentation" in tasks and segmentation_weights is None:
-        if weights == "auto":
-            segmentation_weights = "auto"
-        elif not args.allow_random_weights:
-            raise EvaluationError("both tasks run: give the segmentation checkpoint with "
-                                  "--segmentation-weights (or use --weights auto)")
-
-    preset = args.preset or _preset_of_variant(args.variant)
-    min_depth, max_depth = PRESETS.get(preset, DEFAULT_DEPTH_RANGE)
-    min_depth = args.min_depth if args.min_depth is not None else min_depth
-    max_depth = args.max_depth if args.max_depth is not None else max_depth
-    if not (0 < min_depth < max_depth < math.inf):
-        raise EvaluationError(f"need 0 < min-depth < max-depth < inf, got {min_depth}, {max_depth}")
-    if args.batch_size < 1 or args.stride < 1:
-        raise EvaluationError("--batch-size and --stride must be at least 1")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise EvaluationError("--max-frames must be at least 1")
-    if args.start < 0 or args.stamp_tolerance < 0:
-        raise EvaluationError("--start and --stamp-tolerance must not be negative")
-
-    depth_kind = spec.tasks["depth"].output_kind if "depth" in tasks else None
-    alignment = args.alignment
-    if alignment == "auto":
-        alignment = ALIGNMENT_SCALE_SHIFT if depth_kind == "relative_inverse_depth" else ALIGNMENT_NONE
-    elif alignment == "scale-shift":
-        alignment = ALIGNMENT_SCALE_SHIFT
-    if (alignment == ALIGNMENT_NONE and depth_kind == "relative_inverse_depth"
-            and args.gt_depth_topic):
-        raise EvaluationError(f"{args.variant} predicts relative inverse depth, which cannot be "
-                              "compared with metric ground truth without --alignment scale-shift")
-    if args.output_bag is not None and args.output_bag.exists():
-        raise EvaluationError(f"output bag {args.output_bag} exists already; not overwriting")
-    if args.gt_label_map is not None:
-        try:
-            load_label_map(args.gt_label_map)
-        except (OSError, ValueError) as exc:
-            raise EvaluationError(f"cannot read --gt-label-map: {exc}") from None
-    if args.copy_topics and args.output_bag is None:
-        raise EvaluationError("--copy-topics needs --output-bag")
-    prefix = "/" + args.output_prefix.strip("/") if args.output_prefix.strip("/") else ""
-
-    return Config(
-        input_bag=Path(args.input_bag), image_topic=args.image_topic,
+    model = ModelConfig(
+        variant=args.variant, weights=args.weights, allow_random_weights=args.allow_random_weights,
+        tasks=tuple(dict.fromkeys(tasks)), segmentation_variant=args.segmentation_variant,
+        segmentation_weights=args.segmentation_weights, device=args.device, precision=args.precision,
+        compile=args.compile, input_size=args.input_size)
+    pipeline = PipelineSettings(depth_scale=args.depth_scale, depth_shift=args.depth_shift,
+                                depth_max_range=args.depth_max_range)
+    return EvaluationConfig(
+        input_bag=Path(args.input_bag), image_topic=args.image_topic, model=model, pipeline=pipeline,
         camera_info_topic=args.camera_info_topic, gt_depth_topic=args.gt_depth_topic,
         gt_labels_topic=args.gt_labels_topic, gt_label_map=args.gt_label_map,
         gt_label_offset=args.gt_label_offset, stamp_tolerance=args.stamp_tolerance,
-        variant=args.variant, tasks=tasks, weights=weights,
-        segmentation_weights=segmentation_weights, device=args.device, precision=args.precision,
-        batch_size=args.batch_size, start=args.start, stride=args.stride,
-        max_frames=args.max_frames, preset=preset, min_depth=min_depth, max_depth=max_depth,
-        alignment=alignment, output_bag=args.output_bag, output_prefix=prefix,
-        copy_topics=list(args.copy_topics), report_dir=args.report_dir,
-        progress=not args.no_progress,
-    )
-
-
-def _preset_of_variant(variant: str) -> str | None:
-    """Metric variants are evaluated on the range of the benchmark they were trained for."""
-    for name in PRESETS:
-        if variant.endswith("_" + name):
-            return name
-    return None
+        batch_size=args.batch_size, start=args.start, stride=args.stride, max_frames=args.max_frames,
+        preset=args.preset, min_depth=args.min_depth, max_depth=args.max_depth,
+        alignment=_ALIGNMENT_OF_FLAG[args.alignment], output_bag=args.output_bag,
+        output_prefix=args.output_prefix, copy_topics=tuple(args.copy_topics), report_dir=args.report_dir,
+        progress=not args.no_progress)
 
 
 def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _print(line: str) -> None:
+    print(f"evaluate_bag: {line}", file=sys.stderr)
+
+
+def _print_reasons(report: dict) -> None:
+    """Each distinct reason a frame was not processed, once, with its count."""
+    for reason, count in sorted(report["undecodable_reasons"].items(), key=lambda item: -item[1]):
+        _print(f"  {count} frame{'s' if count != 1 else ''}: {reason}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from dpt_ros.evaluation.run import OUTCOME_NO_FRAME, evaluate
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    from dpt_ros.model.errors import WeightsError
 
     # SIGTERM (e.g. from a job scheduler) ends the run like Ctrl-C: outputs are still finalised.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        config = config_from_args(args)
-        report = evaluate(config)
-    except (EvaluationError, bag_io.BagError, WeightsError, FileNotFoundError) as exc:
-        print(f"evaluate_bag: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        report = evaluate(config_from_args(args))
+    except (EvaluationError, bag_io.BagError, ModelLoadError) as exc:
+        _print(f"error: {' '.join(str(exc).split())}")
+        return EXIT_REFUSED
     except KeyboardInterrupt:  # before the main loop (e.g. while loading the model)
-        print("evaluate_bag: interrupted before any frame was processed", file=sys.stderr)
+        _print("interrupted before any frame was processed")
         return EXIT_INTERRUPTED
     counts = report["counts"]
-    print(f"evaluate_bag: {counts['processed']} frames processed, {counts['undecodable']} "
-          f"undecodable{' (interrupted)' if report['interrupted'] else ''}", file=sys.stderr)
-    return EXIT_INTERRUPTED if report["interrupted"] else 0
+    if report["outcome"] == OUTCOME_NO_FRAME:
+        _print(f"error: no frame was processed ({counts['selected']} selected"
+               f"{', ' + str(counts['undecodable']) + ' undecodable' if counts['undecodable'] else ''})")
+        if report["empty_selection"]:
+            _print(f"  {report['empty_selection']}")
+        _print_reasons(report)
+        return EXIT_NO_FRAME
+    _print(f"{counts['processed']} frames processed, {counts['undecodable']} undecodable"
+           f"{' (interrupted)' if report['interrupted'] else ''}")
+    _print_reasons(report)
+    return EXIT_INTERRUPTED if report["interrupted"] else EXIT_OK
 
 
 if __name__ == "__main__":
