@@ -548,3 +548,33 @@ def test_per_bag_sums_combine_into_the_whole_run(tmp_path):
     assert combined.pixel_mean().rmse == pytest.approx(0.1 * math.sqrt(np.mean(np.concatenate(depths) ** 2)))
     assert combined.frame_mean().rmse == pytest.approx(np.mean([0.1 * math.sqrt(np.mean(d ** 2)) for d in depths]))
     assert whole["depth"] == pytest.approx(expected.frame_mean().as_dict(), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# The run from Python, without the command line
+# ------------------------------------------------------------------------------------------------
+
+def test_evaluate_takes_a_config_built_in_python(tmp_path):
+    from dpt_ros.evaluation.config import EvaluationConfig, EvaluationError
+    from dpt_ros.model_config import ModelConfig
+    from dpt_ros.pipeline import PipelineSettings
+
+    bag = write_bag(tmp_path / "in", "sqlite3", 2)
+    config = EvaluationConfig(input_bag=str(bag), image_topic="/camera/image_raw", gt_depth_topic="/gt/depth",
+                              model=ModelConfig(variant="dpt_tiny"),
+                              pipeline=PipelineSettings(depth_scale=0.01, depth_shift=0.05),
+                              report_dir=str(tmp_path / "report"))
+    report = evaluate(config, engine=SceneReadingEngine("relative_inverse_depth"))
+    assert report["outcome"] == "complete" and report["alignment"] == "none"
+    assert report["depth"]["abs_rel"] == pytest.approx(0.0, abs=1e-5)
+    on_disk = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert on_disk["configuration"]["pipeline"]["depth_scale"] == 0.01
+    assert on_disk["configuration"]["model"]["variant"] == "dpt_tiny"
+    # Checked before any work, as the command line is.
+    with pytest.raises(EvaluationError, match="--depth-max-range must be >= 0.0"):
+        evaluate(EvaluationConfig(input_bag=bag, image_topic="/camera/image_raw",
+                                  pipeline=PipelineSettings(depth_max_range=-1.0)), engine=SceneReadingEngine())
+    with pytest.raises(EvaluationError, match="relative inverse depth"):
+        evaluate(EvaluationConfig(input_bag=bag, image_topic="/camera/image_raw", gt_depth_topic="/gt/depth",
+                                  model=ModelConfig(variant="dpt_tiny"), alignment="none"),
+                 engine=SceneReadingEngine("relative_inverse_depth"))
