@@ -66,6 +66,13 @@ def test_unreadable_bag_is_refused_before_the_model_loads(tmp_path, capsys, stor
     assert storage in line
 
 
+def test_bag_with_unreadable_metadata_is_refused_before_the_model_loads(tmp_path, capsys):
+    bag = write_bag(tmp_path / "in", "mcap", 2)
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: [unclosed\n")
+    line = refused_before_the_model(capsys, bag, "--image-topic", IMAGE_TOPIC)
+    assert f"cannot read input bag {bag}: its metadata.yaml is unreadable" in line
+
+
 @pytest.mark.parametrize("where", ["under_a_file", "existing"])
 def test_unwritable_output_bag_is_refused_before_the_model_loads(tmp_path, capsys, where):
     bag = write_bag(tmp_path / "in", "mcap", 2)
