@@ -359,17 +359,17 @@ class Evaluation:
 
     # -- evaluation --------------------------------------------------------------------------
 
-    def _ground_truth(self, index, connections, stamp: int, kind: str):
-        """The ground-truth message matched to ``stamp``, or None (and the reason counted)."""
+    def _ground_truth(self, index, connections, stamp: int, kind: str, decode):
+        """``decode(message)`` of the ground truth matched to ``stamp``; None (and the reason
+        counted) when there is none within the tolerance or it cannot be read."""
         match = index.nearest(stamp, self.tolerance_ns) if index is not None else None
         if match is None:
             self.counts[f"{kind}_no_ground_truth"] += 1
             return None
         gt_stamp, bag_time = match
         try:
-            return bag_io.read_message_at(self.reader, connections, self.typestore, bag_time,
-                                          gt_stamp)
-        except Exception:
+            return decode(bag_io.read_message_at(self.reader, connections, self.typestore, bag_time, gt_stamp))
+        except Exception:  # corrupt CDR, unknown encoding, truncated data ...
             self.counts[f"{kind}_ground_truth_undecodable"] += 1
             return None
 
@@ -384,13 +384,9 @@ class Evaluation:
             sample["prediction_kind"] = "metric_depth" if metric_output else "relative_inverse_depth"
         if self.topics.gt_depth is None:
             return
-        msg = self._ground_truth(self.gt_depth_index, self.topics.gt_depth, frame.stamp, "depth")
-        if msg is None:
-            return
-        try:
-            gt = depth_image_to_metres(msg)
-        except Exception:
-            self.counts["depth_ground_truth_undecodable"] += 1
+        gt = self._ground_truth(self.gt_depth_index, self.topics.gt_depth, frame.stamp, "depth",
+                                depth_image_to_metres)
+        if gt is None:
             return
         config = self.config
         record = frame.record
@@ -427,14 +423,11 @@ class Evaluation:
             sample["labels"] = labels
         if self.topics.gt_labels is None:
             return
-        msg = self._ground_truth(self.gt_labels_index, self.topics.gt_labels, frame.stamp, "labels")
-        if msg is None:
-            return
-        try:
-            gt = remap_ground_truth_labels(labels_image_to_array(msg), self.label_map,
-                                           self.config.gt_label_offset)
-        except Exception:
-            self.counts["labels_ground_truth_undecodable"] += 1
+        gt = self._ground_truth(
+            self.gt_labels_index, self.topics.gt_labels, frame.stamp, "labels",
+            lambda msg: remap_ground_truth_labels(labels_image_to_array(msg), self.label_map,
+                                                  self.config.gt_label_offset))
+        if gt is None:
             return
         labels = _resize(labels, gt.shape, nearest=True)
         frame_confusion = ConfusionMatrix()
