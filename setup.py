@@ -32,7 +32,7 @@ setup(
         "console_scripts": [
             "dpt_node = dpt_ros.ros.node:main",
             "demo_camera = dpt_ros.demo_camera:main",
-            "evaluate_bag = dpt_ros.evaluate_bag:main",
+            "evaluate_bag = dpt_ros.evaluation.cli:main",
         ],
     },
 )

@@ -29,5 +29,7 @@ if [ -f "$_dpt_ros_root/install/setup.bash" ]; then
   # shellcheck disable=SC1091
   source "$_dpt_ros_root/install/setup.bash"
   eval "$_dpt_ros_nounset"
+  # Our executables by name (evaluate_bag, dpt_node, demo_camera), as `ros2 run dpt_ros <name>` finds them.
+  case ":${PATH}:" in *":$_dpt_ros_root/install/dpt_ros/lib/dpt_ros:"*) ;; *) export PATH="$_dpt_ros_root/install/dpt_ros/lib/dpt_ros:$PATH";; esac
 fi
 unset _dpt_ros_root _dpt_ros_lib _dpt_ros_nounset

@@ -3,8 +3,9 @@
 Scenes are tiny (64x48, a handful of frames) with known ground truth: two fronto-parallel planes
 per frame at known distances, and two labelled regions. Two kinds of engine run them:
 
-* the real tiny random model (``dpt_tiny --allow-random-weights``) through the command line, which
-  checks the plumbing (topics, counts, stamps, storage format, report files);
+* the real tiny random model (``dpt_tiny --weights '' --allow-random-weights``, dpt_node's
+  random-weights rule) through the command line, which checks the plumbing (topics, counts,
+  stamps, storage format, report files);
 * ``SceneReadingEngine``, a test double that reads the scene's true depth back out of the image's
   red channel and applies a known error, so the metrics in the report can be checked against
   values computed by hand.
@@ -20,174 +21,37 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 
-from dpt_ros import bag_io
-from dpt_ros.bag_evaluation import evaluate
-from dpt_ros.evaluate_bag import build_parser, config_from_args, main
-from dpt_ros.inference import InferenceResult
+from dpt_ros.evaluation import bag_io
+from dpt_ros.evaluation.cli import build_parser, config_from_args, main
+from dpt_ros.evaluation.run import evaluate
+from support.bags import (
+    CX,
+    CY,
+    FX,
+    FY,
+    HAS_OUR_TYPES,
+    HEIGHT,
+    OUT_TYPESTORE,
+    PERIOD,
+    RECEIVE_DELAY,
+    STORAGES,
+    T0,
+    WIDTH,
+    SceneReadingEngine,
+    plane_depths,
+    read_bag,
+    write_bag,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
-T = TYPESTORE.types
-HEIGHT, WIDTH = 48, 64
-T0 = 1_700_000_000_000_000_000  # header stamp of frame 0 (ns)
-PERIOD = 100_000_000  # 10 Hz
-RECEIVE_DELAY = 3_000_000  # bag time = header stamp + 3 ms: matching must use header stamps
-FX = FY = 50.0
-CX, CY = 31.5, 23.5
-# The image's red channel holds depth in units of 5 cm, which SceneReadingEngine reads back.
-RED_PER_METRE = 20
-# Labels: left half "wall" (0), right half "floor" (3), top row unlabeled.
-LEFT_CLASS, RIGHT_CLASS = 0, 3
-STORAGES = ("sqlite3", "mcap")
-
-
-def plane_depths(k: int) -> tuple[float, float]:
-    """Distances (m) of the top and bottom plane in frame k (multiples of 5 cm)."""
-    return 2.0 + 0.5 * k, 4.0 + 0.25 * k
-
-
-def scene(k: int):
-    top, bottom = plane_depths(k)
-    depth = np.empty((HEIGHT, WIDTH), np.float32)
-    depth[: HEIGHT // 2] = top
-    depth[HEIGHT // 2:] = bottom
-    labels = np.full((HEIGHT, WIDTH), LEFT_CLASS, np.uint8)
-    labels[:, WIDTH // 2:] = RIGHT_CLASS
-    labels[0] = 255
-    rgb = np.empty((HEIGHT, WIDTH, 3), np.uint8)
-    rgb[..., 0] = np.round(depth * RED_PER_METRE).astype(np.uint8)
-    rgb[..., 1] = np.where(labels == RIGHT_CLASS, 200, 40)
-    rgb[..., 2] = np.arange(WIDTH, dtype=np.uint8)[None, :] * 3
-    return rgb, depth, labels
-
-
-def header(stamp_ns: int):
-    return bag_io.make_header(TYPESTORE, stamp_ns, "camera_optical_frame")
-
-
-def image_msg(array, encoding):
-    from dpt_ros.image_codec import array_to_image_fields
-
-    return T["sensor_msgs/msg/Image"], array_to_image_fields(array, encoding, as_numpy=True)
-
-
-def write_bag(path, storage="sqlite3", frames=4, *, compressed=False, corrupt=(),
-              depth_encoding="32FC1", raw_ade_labels=False, gt_offset_ns=0, extra_topics=False):
-    """A bag with /camera/image_raw (or .../compressed), camera_info, gt depth and gt labels."""
-    writer = Writer(path, version=9, storage_plugin=StoragePlugin[storage.upper()])
-    writer.open()
-    image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-    image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
-    conns = {
-        "image": writer.add_connection(image_topic, image_type, typestore=TYPESTORE),
-        "info": writer.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo",
-                                      typestore=TYPESTORE),
-        "depth": writer.add_connection("/gt/depth", "sensor_msgs/msg/Image", typestore=TYPESTORE),
-        "labels": writer.add_connection("/gt/labels", "sensor_msgs/msg/Image", typestore=TYPESTORE),
-    }
-    if extra_topics:
-        conns["tf"] = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=TYPESTORE)
-
-    def put(name, msg, bag_time):
-        writer.write(conns[name], bag_time, TYPESTORE.serialize_cdr(msg, msg.__msgtype__))
-
-    for k in range(frames):
-        stamp = T0 + k * PERIOD
-        rgb, depth, labels = scene(k)
-        if compressed:
-            ok, jpeg = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            data = np.frombuffer(b"not an image" if k in corrupt else jpeg.tobytes(), np.uint8)
-            msg = T[image_type](header=header(stamp), format="png", data=data)
-        else:
-            cls, fields = image_msg(rgb, "rgb8")
-            if k in corrupt:  # truncated pixel data: deserializes, cannot be decoded
-                fields["data"] = fields["data"][: fields["step"] * 3]
-            msg = cls(header=header(stamp), **fields)
-        put("image", msg, stamp + RECEIVE_DELAY)
-        info = T["sensor_msgs/msg/CameraInfo"](
-            header=header(stamp), height=HEIGHT, width=WIDTH, distortion_model="plumb_bob",
-            d=np.zeros(5), k=np.array([FX, 0, CX, 0, FY, CY, 0, 0, 1.0]), r=np.eye(3).ravel(),
-            p=np.array([FX, 0, CX, 0, 0, FY, CY, 0, 0, 0, 1.0, 0]), binning_x=0, binning_y=0,
-            roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
-                                                     do_rectify=False))
-        put("info", info, stamp + RECEIVE_DELAY)
-        if depth_encoding == "16UC1":
-            cls, fields = image_msg(np.round(depth * 1000).astype(np.uint16), "16UC1")
-        else:
-            cls, fields = image_msg(depth, "32FC1")
-        put("depth", cls(header=header(stamp + gt_offset_ns), **fields),
-            stamp + gt_offset_ns + 2 * RECEIVE_DELAY)
-        if raw_ade_labels:  # raw ADE20K: 0 = unlabeled, k = class k-1
-            cls, fields = image_msg(np.where(labels == 255, 0, labels + 1).astype(np.uint16), "16UC1")
-        else:
-            cls, fields = image_msg(labels, "mono8")
-        put("labels", cls(header=header(stamp + gt_offset_ns), **fields),
-            stamp + gt_offset_ns + 2 * RECEIVE_DELAY)
-        if extra_topics:
-            put("tf", T["tf2_msgs/msg/TFMessage"](transforms=[]), stamp + 1)
-    writer.close()
-    return Path(path)
-
-
-class SceneReadingEngine:
-    """Engine test double: depth from the scene encoded in the red channel, with a known error.
-
-    ``kind="metric_depth"`` returns ``factor * depth`` (metres); ``"relative_inverse_depth"``
-    returns an affine map of the true inverse depth, which alignment must undo exactly.
-    """
-
-    def __init__(self, kind="metric_depth", factor=1.0, labels=False):
-        self.depth_output_kind = kind
-        self.factor = factor
-        self.with_labels = labels
-        self.device = "cpu"
-        self.precision = "fp32"
-        self.calls = []
-
-    def network_size(self, height, width, task):
-        return 32 * round(height / 32), 32 * round(width / 32)
-
-    def infer(self, images, bgr=False):
-        self.calls.append(len(images))
-        results = []
-        for image in images:
-            depth = image[..., 0].astype(np.float32) / RED_PER_METRE
-            if self.depth_output_kind == "metric_depth":
-                out = self.factor * depth
-            else:
-                out = (1.0 / depth - 0.05) / 0.01  # s = 0.01, t = 0.05 recovers 1/depth
-            labels = None
-            if self.with_labels:  # the right half predicted correctly, the left half as class 1
-                labels = np.where(image[..., 1] == 200, RIGHT_CLASS, 1).astype(np.uint8)
-            results.append(InferenceResult(depth=out.astype(np.float32), labels=labels,
-                                           timings_ms={"preprocess": 1.0, "inference": 2.0,
-                                                       "postprocess": 0.5}))
-        return results
 
 
 def make_config(bag, *extra):
     return config_from_args(build_parser().parse_args([str(bag), "--no-progress", *extra]))
-
-
-def read_bag(path):
-    """{topic: [(bag_time, message), ...]} and the storage identifier of a bag."""
-    messages = {}
-    with Reader(path) as reader:
-        for connection, bag_time, raw in reader.messages():
-            messages.setdefault(connection.topic, []).append(
-                (bag_time, OUT_TYPESTORE.deserialize_cdr(raw, connection.msgtype)))
-        topics = {topic: info.msgtype for topic, info in reader.topics.items()}
-    return messages, topics
-
-
-OUT_TYPESTORE, HAS_OUR_TYPES = bag_io.make_typestore()
 
 
 def test_our_message_definitions_are_registered():
@@ -215,7 +79,8 @@ def test_metric_model_known_error_factor(tmp_path, storage):
 
     assert engine.calls == [3, 1]  # batches of --batch-size, the remainder last
     assert report["alignment"] == "none"
-    assert (config.min_depth, config.max_depth) == (1e-3, 80.0)  # the variant's KITTI preset
+    # The variant's KITTI preset.
+    assert (report["configuration"]["min_depth"], report["configuration"]["max_depth"]) == (1e-3, 80.0)
     # Hand-computed: every pixel is 10% too far. Per frame AbsRel 0.1, SqRel 0.01*mean(g),
     # RMSE 0.1*sqrt(mean(g^2)); the report averages over frames.
     planes = [plane_depths(k) for k in range(frames)]
@@ -239,7 +104,8 @@ def test_metric_model_known_error_factor(tmp_path, storage):
                       "/dpt/stats": "dpt_ros/msg/InferenceStats"}
     stamps = [T0 + k * PERIOD for k in range(frames)]
     for topic, entries in messages.items():
-        assert [t for t, _ in entries] == stamps, topic  # bag time = source header stamp
+        # Logged when the input image was recorded; its header stamp is kept inside.
+        assert [t for t, _ in entries] == [s + RECEIVE_DELAY for s in stamps], topic
         assert [bag_io.stamp_to_ns(m.header.stamp) for _, m in entries] == stamps, topic
         assert all(m.header.frame_id == "camera_optical_frame" for _, m in entries)
     depth_msg = messages["/dpt/depth/image"][2][1]
@@ -275,7 +141,7 @@ def test_relative_model_is_aligned_and_labels_are_scored(tmp_path):
                          "/gt/depth", "--gt-labels-topic", "/gt/labels", "--gt-label-offset", "1",
                          "--variant", "dpt_tiny", "--allow-random-weights", "--preset", "nyu",
                          "--report-dir", str(tmp_path / "report"))
-    assert config.tasks == ("depth", "segmentation")
+    assert config.model.tasks == ("depth", "segmentation")
     report = evaluate(config, engine=SceneReadingEngine("relative_inverse_depth", labels=True))
     assert report["alignment"] == "scale_shift_inverse_depth"
     assert report["depth"]["abs_rel"] == pytest.approx(0.0, abs=1e-5)
@@ -290,7 +156,7 @@ def test_relative_model_is_aligned_and_labels_are_scored(tmp_path):
     assert segmentation["pixel_accuracy"] == pytest.approx(0.5)
     assert segmentation["per_class_iou"] == {"0": 0.0, "1": 0.0, "3": 1.0}
     assert segmentation["mean_iou"] == pytest.approx(1 / 3)
-    entries = report["confusion_matrix"]["entries_gt_pred_count"]
+    entries = report["sums"]["confusion_matrix"]["entries_gt_pred_count"]
     half = 3 * (HEIGHT - 1) * WIDTH // 2
     assert sorted(entries) == [[0, 1, half], [3, 3, half]]
     for name in ("report.json", "report.md", "confusion_matrix.png", "samples.png",
@@ -324,7 +190,7 @@ def test_start_stride_and_max_frames_select_frames(tmp_path):
     # Images from 0.25 s on are frames 3..9 (bag time = stamp + 3 ms); every 2nd: 3, 5, 7.
     assert [f["stamp_ns"] for f in report["frames"]] == [T0 + k * PERIOD for k in (3, 5, 7)]
     messages, _ = read_bag(tmp_path / "out")
-    assert [t for t, _ in messages["/dpt/depth/image"]] == [T0 + k * PERIOD for k in (3, 5, 7)]
+    assert [t for t, _ in messages["/dpt/depth/image"]] == [T0 + k * PERIOD + RECEIVE_DELAY for k in (3, 5, 7)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -350,8 +216,9 @@ def test_undecodable_frames_are_skipped_and_counted(tmp_path, compressed):
                                 (3, "undecodable"), (4, "processed")]
     assert "ImageDecodeError" in next(f for f in report["frames"] if f["index"] == 1)["error"]
     messages, _ = read_bag(tmp_path / "out")
-    assert [t for t, _ in messages["/dpt/depth/image"]] == [T0 + k * PERIOD for k in (0, 2, 4)]
+    assert [t for t, _ in messages["/dpt/depth/image"]] == [T0 + k * PERIOD + RECEIVE_DELAY for k in (0, 2, 4)]
     assert report["depth"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)  # PNG is lossless
+    assert list(report["undecodable_reasons"].values()) == [2]
 
 
 def test_missing_topic_lists_the_bag_topics(tmp_path, capsys):
@@ -372,8 +239,12 @@ def test_wrong_topic_type_and_missing_weights_are_clear_errors(tmp_path, capsys)
     assert main([str(bag), "--image-topic", "/camera/camera_info", "--variant", "dpt_tiny",
                  "--allow-random-weights", "--no-progress"]) == 2
     assert "has type sensor_msgs/msg/CameraInfo" in capsys.readouterr().err
+    # dpt_node's random-weights rule: empty weights need --allow-random-weights.
+    assert main([str(bag), "--image-topic", "/camera/image_raw", "--variant", "dpt_tiny", "--weights", ""]) == 2
+    assert "model.weights is empty" in capsys.readouterr().err
+    # dpt_tiny has no official checkpoint for the default 'auto'.
     assert main([str(bag), "--image-topic", "/camera/image_raw", "--variant", "dpt_tiny"]) == 2
-    assert "no weights given" in capsys.readouterr().err
+    assert "no official depth checkpoint" in capsys.readouterr().err
     assert main([str(bag), "--image-topic", "/camera/image_raw", "--variant", "dpt_nope",
                  "--allow-random-weights"]) == 2
     assert "unknown variant" in capsys.readouterr().err
@@ -425,25 +296,28 @@ def test_cli_with_tiny_random_model(tmp_path, storage, compressed, capsys):
     topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     code = main([str(bag), "--image-topic", topic, "--camera-info-topic", "/camera/camera_info",
                  "--gt-depth-topic", "/gt/depth", "--gt-labels-topic", "/gt/labels",
-                 "--variant", "dpt_tiny", "--allow-random-weights", "--device", "cpu",
+                 "--variant", "dpt_tiny", "--weights", "", "--segmentation-weights", "",
+                 "--allow-random-weights", "--device", "cpu",
                  "--batch-size", "2", "--output-bag", str(tmp_path / "out"),
                  "--copy-topics", topic, "--report-dir", str(tmp_path / "report")])
     assert code == 0, capsys.readouterr().err
     assert bag_io.bag_storage(tmp_path / "out") == storage
     messages, topics = read_bag(tmp_path / "out")
+    # Relative depth only (no --depth-scale): no depth/image, so neither its camera_info nor
+    # a cloud, as dpt_node publishes.
     assert topics == {
         "/dpt/segmentation/label_info": "dpt_ros/msg/LabelInfo",
         "/dpt/depth/relative": "sensor_msgs/msg/Image",
         "/dpt/segmentation/labels": "sensor_msgs/msg/Image",
-        "/dpt/depth/camera_info": "sensor_msgs/msg/CameraInfo",
         "/dpt/stats": "dpt_ros/msg/InferenceStats",
         topic: "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image",
     }
     stamps = [T0 + k * PERIOD for k in range(frames)]
+    recorded = [s + RECEIVE_DELAY for s in stamps]
     for name in ("/dpt/depth/relative", "/dpt/segmentation/labels", "/dpt/stats"):
-        assert [t for t, _ in messages[name]] == stamps
+        assert [t for t, _ in messages[name]] == recorded
         assert [bag_io.stamp_to_ns(m.header.stamp) for _, m in messages[name]] == stamps
-    assert [t for t, _ in messages[topic]] == [s + RECEIVE_DELAY for s in stamps]  # unchanged
+    assert [t for t, _ in messages[topic]] == recorded  # unchanged
     labels = messages["/dpt/segmentation/labels"][0][1]
     assert (labels.encoding, labels.height, labels.width) == ("mono8", HEIGHT, WIDTH)
     assert labels.data.max() < 150
@@ -465,7 +339,7 @@ def test_cli_with_tiny_random_model(tmp_path, storage, compressed, capsys):
         assert set(report["depth"]) >= {"abs_rel", "sq_rel", "rmse", "rmse_log", "delta1"}
     assert 0.0 <= report["segmentation"]["pixel_accuracy"] <= 1.0
     assert set(report["versions"]) >= {"dpt_ros", "torch", "timm", "rosbags"}
-    assert report["configuration"]["variant"] == "dpt_tiny"
+    assert report["configuration"]["model"]["variant"] == "dpt_tiny"
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| Pixel accuracy |" in markdown and "`dpt_tiny` (depth, segmentation)" in markdown
 
@@ -476,9 +350,9 @@ def test_sigint_during_cli_run_finalizes_outputs(tmp_path):
     bag = write_bag(tmp_path / "in", "mcap", frames)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = subprocess.Popen(
-        [sys.executable, "-m", "dpt_ros.evaluate_bag", str(bag), "--image-topic",
+        [sys.executable, "-m", "dpt_ros.evaluation.cli", str(bag), "--image-topic",
          "/camera/image_raw", "--gt-depth-topic", "/gt/depth", "--variant", "dpt_tiny",
-         "--allow-random-weights", "--device", "cpu", "--output-bag", str(tmp_path / "out"),
+         "--weights", "", "--allow-random-weights", "--device", "cpu", "--output-bag", str(tmp_path / "out"),
          "--report-dir", str(tmp_path / "report")],
         cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     stderr = []
@@ -511,3 +385,196 @@ def test_sigint_during_cli_run_finalizes_outputs(tmp_path):
     messages, _ = read_bag(tmp_path / "out")
     assert len(messages["/dpt/depth/relative"]) == processed
     assert len(report["frames"]) == processed
+
+
+# ------------------------------------------------------------------------------------------------
+# The outputs dpt_node would publish, through the same path
+# ------------------------------------------------------------------------------------------------
+
+def _pixels(image_msg) -> np.ndarray:
+    dtype = {"32FC1": "<f4", "mono8": "u1"}[image_msg.encoding]
+    return np.frombuffer(image_msg.data.tobytes(), dtype).reshape(image_msg.height, image_msg.width)
+
+
+def test_depth_flags_give_the_metric_depth_the_node_publishes(tmp_path):
+    """--depth-scale/--depth-shift/--depth-max-range mean what dpt_node's depth.scale/shift/max_range
+    mean: depth/image is dpt_ros.pipeline.to_metric_depth of depth/relative, with its camera_info
+    and cloud, and the run scores that metric depth as it is published."""
+    from dpt_ros.pipeline import PipelineSettings, to_metric_depth
+
+    bag = write_bag(tmp_path / "in", "mcap", 3)
+    config = make_config(bag, "--image-topic", "/camera/image_raw", "--camera-info-topic", "/camera/camera_info",
+                         "--gt-depth-topic", "/gt/depth", "--variant", "dpt_tiny", "--depth-scale", "0.01",
+                         "--depth-shift", "0.05", "--depth-max-range", "4.4", "--output-bag", str(tmp_path / "out"))
+    report = evaluate(config, engine=SceneReadingEngine("relative_inverse_depth"))
+    assert report["alignment"] == "none"
+    assert report["depth_output_kind"] == "relative_inverse_depth"
+    messages, topics = read_bag(tmp_path / "out")
+    assert set(topics) == {"/dpt/depth/image", "/dpt/depth/relative", "/dpt/depth/camera_info", "/dpt/points",
+                           "/dpt/stats"}
+    settings = PipelineSettings(depth_scale=0.01, depth_shift=0.05, depth_max_range=4.4)
+    for (_, depth), (_, relative) in zip(messages["/dpt/depth/image"], messages["/dpt/depth/relative"]):
+        expected = to_metric_depth(_pixels(relative), "relative_inverse_depth", settings)
+        assert _pixels(depth).tobytes() == expected.tobytes()
+    # Frame 2: the top plane (3 m) is in range, the bottom one (4.5 m) beyond depth.max_range.
+    frame2 = _pixels(messages["/dpt/depth/image"][2][1])
+    assert frame2[0, 0] == pytest.approx(3.0, rel=1e-5)
+    assert not np.isfinite(frame2[-1, 0])
+    # 1 / (0.01 * relative + 0.05) undoes the scene engine's map: frame 0 (2 m, 4 m) is exact.
+    assert report["frames"][0]["depth"]["abs_rel"] == pytest.approx(0.0, abs=1e-5)
+    assert len(messages["/dpt/points"]) == 3
+
+
+def test_cloud_intrinsics_follow_the_binning_and_roi_of_camera_info(tmp_path):
+    """Calibrated at 256x192, the camera sends a 2x2-binned 128x96 region at (64, 48): a 64x48
+    image whose intrinsics are fx/2 and (cx - 64)/2, as image_geometry computes them."""
+    from functools import partial
+
+    from support.bags import camera_info_msg
+
+    info = partial(camera_info_msg, width=256, height=192, fx=200.0, fy=180.0, cx=127.5, cy=95.5, binning=2,
+                   roi=(64, 48, 128, 96))
+    bag = write_bag(tmp_path / "in", "sqlite3", 2, camera_info=info)
+    config = make_config(bag, "--image-topic", "/camera/image_raw", "--camera-info-topic", "/camera/camera_info",
+                         "--variant", "dpt_hybrid_kitti", "--output-bag", str(tmp_path / "out"))
+    evaluate(config, engine=SceneReadingEngine("metric_depth"))
+    messages, _ = read_bag(tmp_path / "out")
+    cloud = messages["/dpt/points"][1][1]
+    points = np.frombuffer(cloud.data.tobytes(), np.uint8).reshape(HEIGHT, WIDTH, cloud.point_step)
+    z = plane_depths(1)[1]
+    fx, fy, cx, cy = 100.0, 90.0, (127.5 - 64) / 2, (95.5 - 48) / 2
+    np.testing.assert_allclose(points[40, 10, :12].view("<f4"), [(10 - cx) * z / fx, (40 - cy) * z / fy, z],
+                               rtol=1e-6)
+    written = messages["/dpt/depth/camera_info"][1][1]
+    assert (written.width, written.height, written.binning_x, written.roi.x_offset) == (256, 192, 2, 64)
+
+
+def test_camera_info_of_another_image_size_costs_the_cloud_not_the_depth(tmp_path):
+    from functools import partial
+
+    from support.bags import camera_info_msg
+
+    bag = write_bag(tmp_path / "in", "sqlite3", 2, camera_info=partial(camera_info_msg, width=100))
+    config = make_config(bag, "--image-topic", "/camera/image_raw", "--camera-info-topic", "/camera/camera_info",
+                         "--variant", "dpt_hybrid_kitti", "--output-bag", str(tmp_path / "out"))
+    report = evaluate(config, engine=SceneReadingEngine("metric_depth"))
+    messages, topics = read_bag(tmp_path / "out")
+    assert len(messages["/dpt/depth/image"]) == 2
+    assert "/dpt/points" not in topics and "/dpt/depth/camera_info" not in topics
+    assert any("100x48" in warning and "64x48" in warning for warning in report["warnings"]), report["warnings"]
+
+
+def test_outputs_are_logged_at_the_image_recording_time(tmp_path):
+    """A camera that leaves header stamps at zero: the outputs still sit next to their input in
+    the recording's time base (not in 1970), with the stamp kept in each header."""
+    bag = write_bag(tmp_path / "in", "mcap", 3, zero_stamps=True, extra_topics=True)
+    config = make_config(bag, "--image-topic", "/camera/image_raw", "--camera-info-topic", "/camera/camera_info",
+                         "--variant", "dpt_hybrid_kitti", "--output-bag", str(tmp_path / "out"),
+                         "--copy-topics", "/tf", "/camera/image_raw")
+    evaluate(config, engine=SceneReadingEngine("metric_depth"))
+    messages, _ = read_bag(tmp_path / "out")
+    recorded = [T0 + k * PERIOD + RECEIVE_DELAY for k in range(3)]
+    assert [t for t, _ in messages["/camera/image_raw"]] == recorded
+    for topic in ("/dpt/depth/image", "/dpt/depth/camera_info", "/dpt/points", "/dpt/stats"):
+        assert [t for t, _ in messages[topic]] == recorded, topic
+        assert [bag_io.stamp_to_ns(m.header.stamp) for _, m in messages[topic]] == [0, 0, 0], topic
+    assert [t for t, _ in messages["/tf"]] == [T0 + k * PERIOD + 1 for k in range(3)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------------
+
+def test_error_vs_depth_bins_span_the_ground_truth_of_the_run(tmp_path):
+    frames = 4
+    bag = write_bag(tmp_path / "in", "sqlite3", frames)
+    config = make_config(bag, "--image-topic", "/camera/image_raw", "--gt-depth-topic", "/gt/depth",
+                         "--variant", "dpt_hybrid_kitti", "--report-dir", str(tmp_path / "report"))
+    report = evaluate(config, engine=SceneReadingEngine("metric_depth", factor=1.1))
+    histogram = report["depth_error_histogram"]
+    edges = histogram["edges_m"]
+    nearest, farthest = 2.0, max(plane_depths(frames - 1))  # 2 m .. 4.75 m
+    assert nearest - 0.05 < edges[0] <= nearest < edges[1]
+    assert edges[-2] < farthest <= edges[-1] < farthest + 0.3
+    assert 10 <= len(edges) - 1 <= 20
+    assert sum(histogram["pixels"]) == frames * HEIGHT * WIDTH
+    for pixels, error in zip(histogram["pixels"], histogram["mean_abs_rel"]):
+        assert (error is None) == (pixels == 0)
+        assert error is None or error == pytest.approx(0.1, rel=1e-5)
+
+
+@pytest.mark.parametrize("with_ground_truth", [False, True])
+def test_samples_figure_has_no_empty_space(tmp_path, with_ground_truth):
+    import cv2
+
+    bag = write_bag(tmp_path / "in", "mcap", 4)
+    gt = ("--gt-depth-topic", "/gt/depth", "--gt-labels-topic", "/gt/labels") if with_ground_truth else ()
+    config = make_config(bag, "--image-topic", "/camera/image_raw", *gt, "--variant", "dpt_tiny",
+                         "--tasks", "depth", "segmentation", "--report-dir", str(tmp_path / "report"))
+    evaluate(config, engine=SceneReadingEngine("relative_inverse_depth", labels=True))
+    figure = cv2.imread(str(tmp_path / "report" / "samples.png"))
+    background = (figure == 255).all(axis=2)
+    empty_columns = background.all(axis=0).mean()
+    empty_rows = background.all(axis=1).mean()
+    assert empty_columns < 0.12 and empty_rows < 0.12, (empty_columns, empty_rows)
+
+
+def test_per_bag_sums_combine_into_the_whole_run(tmp_path):
+    """report.json's sums are what a fleet report adds up: two runs over parts of a bag combine
+    into exactly the run over the whole, weighted by frames or by valid pixels."""
+    from dpt_ros.evaluation.metrics import DepthMetricSums
+
+    bag = write_bag(tmp_path / "in", "sqlite3", 5)
+    # Up to 4.3 m: frames 0-1 have both planes in range, frames 2-4 only the top one.
+    args = ("--image-topic", "/camera/image_raw", "--gt-depth-topic", "/gt/depth", "--variant",
+            "dpt_hybrid_kitti", "--max-depth", "4.3")
+    engine = SceneReadingEngine("metric_depth", factor=0.9)  # 10 % too near: never clipped to --max-depth
+    whole = evaluate(make_config(bag, *args), engine=engine)
+    first = evaluate(make_config(bag, *args, "--max-frames", "2"), engine=engine)
+    rest = evaluate(make_config(bag, *args, "--start", "0.15"), engine=engine)
+    assert (first["counts"]["processed"], rest["counts"]["processed"]) == (2, 3)
+
+    combined = DepthMetricSums.from_json(first["sums"]["depth"])
+    combined.merge(DepthMetricSums.from_json(rest["sums"]["depth"]))
+    expected = DepthMetricSums.from_json(whole["sums"]["depth"])
+    assert (combined.frames, combined.pixels) == (expected.frames, expected.pixels) == (5, 2 * 3072 + 3 * 1536)
+    for mean in ("frame_mean", "pixel_mean"):
+        got, want = getattr(combined, mean)().as_dict(), getattr(expected, mean)().as_dict()
+        assert got == pytest.approx(want, rel=1e-12), mean
+    # Hand-computed: every pixel is 10 % too near, so RMSE = 0.1 * sqrt(mean of gt^2) over the
+    # pixels (pixel-weighted) or the mean of each frame's value (frame-weighted).
+    depths = [np.array([plane_depths(k)[0]] * 1536 + ([plane_depths(k)[1]] * 1536 if k < 2 else []))
+              for k in range(5)]
+    assert combined.pixel_mean().rmse == pytest.approx(0.1 * math.sqrt(np.mean(np.concatenate(depths) ** 2)))
+    assert combined.frame_mean().rmse == pytest.approx(np.mean([0.1 * math.sqrt(np.mean(d ** 2)) for d in depths]))
+    assert whole["depth"] == pytest.approx(expected.frame_mean().as_dict(), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# The run from Python, without the command line
+# ------------------------------------------------------------------------------------------------
+
+def test_evaluate_takes_a_config_built_in_python(tmp_path):
+    from dpt_ros.evaluation.config import EvaluationConfig, EvaluationError
+    from dpt_ros.model_config import ModelConfig
+    from dpt_ros.pipeline import PipelineSettings
+
+    bag = write_bag(tmp_path / "in", "sqlite3", 2)
+    config = EvaluationConfig(input_bag=str(bag), image_topic="/camera/image_raw", gt_depth_topic="/gt/depth",
+                              model=ModelConfig(variant="dpt_tiny"),
+                              pipeline=PipelineSettings(depth_scale=0.01, depth_shift=0.05),
+                              report_dir=str(tmp_path / "report"))
+    report = evaluate(config, engine=SceneReadingEngine("relative_inverse_depth"))
+    assert report["outcome"] == "complete" and report["alignment"] == "none"
+    assert report["depth"]["abs_rel"] == pytest.approx(0.0, abs=1e-5)
+    on_disk = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert on_disk["configuration"]["pipeline"]["depth_scale"] == 0.01
+    assert on_disk["configuration"]["model"]["variant"] == "dpt_tiny"
+    # Checked before any work, as the command line is.
+    with pytest.raises(EvaluationError, match="--depth-max-range must be >= 0.0"):
+        evaluate(EvaluationConfig(input_bag=bag, image_topic="/camera/image_raw",
+                                  pipeline=PipelineSettings(depth_max_range=-1.0)), engine=SceneReadingEngine())
+    with pytest.raises(EvaluationError, match="relative inverse depth"):
+        evaluate(EvaluationConfig(input_bag=bag, image_topic="/camera/image_raw", gt_depth_topic="/gt/depth",
+                                  model=ModelConfig(variant="dpt_tiny"), alignment="none"),
+                 engine=SceneReadingEngine("relative_inverse_depth"))

@@ -1,4 +1,5 @@
 """Depth/segmentation metrics and inverse-depth alignment against hand-computed values."""
+import json
 import math
 
 import numpy as np
@@ -11,12 +12,12 @@ from dpt_ros.depth import (
     fit_scale_shift,
     relative_to_metric,
 )
-from dpt_ros.metrics import (
+from dpt_ros.evaluation.metrics import (
     ConfusionMatrix,
     DepthErrorHistogram,
+    DepthMetricSums,
     depth_metrics,
     load_label_map,
-    mean_depth_metrics,
     remap_ground_truth_labels,
     segmentation_metrics,
     valid_depth_mask,
@@ -74,9 +75,18 @@ def test_invalid_and_out_of_range_ground_truth_is_ignored():
     m = depth_metrics(pred, gt, MIN_DEPTH, MAX_DEPTH)
     assert m.valid_pixels == 2
     assert m.abs_rel == pytest.approx((0 + 0.25) / 2)
-    # A non-finite prediction on a valid pixel is not evaluated either.
+    # A NaN prediction (REP 117: no estimate) on a valid pixel is not evaluated either.
     m = depth_metrics(np.array([2.0, np.nan]), np.array([2.0, 3.0]), MIN_DEPTH, MAX_DEPTH)
     assert m.valid_pixels == 1 and m.abs_rel == 0.0
+
+
+def test_beyond_range_prediction_is_scored_at_the_range_limits():
+    # REP 117: +Inf = beyond range, -Inf = too close; clipped like any other prediction, so a
+    # model that calls a 4 m wall "beyond range" pays for it.
+    gt = np.array([4.0, 5.0, 2.0])
+    m = depth_metrics(np.array([np.inf, 5.0, -np.inf]), gt, 1.0, 10.0)
+    assert m.valid_pixels == 3
+    assert m.abs_rel == pytest.approx((6.0 / 4.0 + 0.0 + 1.0 / 2.0) / 3)
 
 
 def test_prediction_is_clipped_to_the_depth_range():
@@ -91,15 +101,40 @@ def test_no_valid_pixel_gives_none_and_shape_mismatch_raises():
         depth_metrics(np.ones((2, 3)), np.ones((3, 2)), MIN_DEPTH, MAX_DEPTH)
 
 
-def test_mean_over_frames_weighs_frames_equally():
+def test_sums_give_the_mean_over_frames_and_over_pixels():
     gt = np.full(10, 2.0)
-    a = depth_metrics(gt * 1.1, gt, MIN_DEPTH, MAX_DEPTH)
-    b = depth_metrics(gt[:2] * 1.3, gt[:2], MIN_DEPTH, MAX_DEPTH)
-    mean = mean_depth_metrics([a, b])
-    assert mean.abs_rel == pytest.approx(0.2)
-    assert mean.delta1 == pytest.approx(0.5)
-    assert mean.valid_pixels == 12
-    assert mean_depth_metrics([]) is None
+    sums = DepthMetricSums()
+    assert sums.frame_mean() is None and sums.pixel_mean() is None
+    a = sums.add(gt * 1.1, gt, MIN_DEPTH, MAX_DEPTH)
+    b = sums.add(gt[:2] * 1.3, gt[:2], MIN_DEPTH, MAX_DEPTH)
+    assert a == depth_metrics(gt * 1.1, gt, MIN_DEPTH, MAX_DEPTH)
+    assert sums.add(gt, np.full(10, np.nan), MIN_DEPTH, MAX_DEPTH) is None  # nothing to score: no frame
+    frames = sums.frame_mean()  # each frame weighs the same
+    assert frames.abs_rel == pytest.approx(0.2)
+    assert frames.delta1 == pytest.approx(0.5)
+    assert frames.rmse == pytest.approx((a.rmse + b.rmse) / 2)
+    assert frames.valid_pixels == 12
+    pixels = sums.pixel_mean()  # each pixel weighs the same
+    assert pixels.abs_rel == pytest.approx((10 * 0.1 + 2 * 0.3) / 12)
+    assert pixels.delta1 == pytest.approx(10 / 12)
+    assert pixels.rmse == pytest.approx(math.sqrt((10 * 0.2**2 + 2 * 0.6**2) / 12))
+    assert pixels.rmse_log == pytest.approx(math.sqrt((10 * math.log(1.1) ** 2 + 2 * math.log(1.3) ** 2) / 12))
+    assert (sums.frames, sums.pixels) == (2, 12)
+
+
+def test_sums_survive_json_and_merge():
+    rng = np.random.default_rng(1)
+    parts = [DepthMetricSums(), DepthMetricSums()]
+    whole = DepthMetricSums()
+    for k in range(5):
+        gt = rng.uniform(1.0, 20.0, 50)
+        pred = gt * rng.uniform(0.8, 1.2, 50)
+        parts[k % 2].add(pred, gt, MIN_DEPTH, MAX_DEPTH)
+        whole.add(pred, gt, MIN_DEPTH, MAX_DEPTH)
+    merged = DepthMetricSums.from_json(json.loads(json.dumps(parts[0].to_json())))
+    merged.merge(DepthMetricSums.from_json(json.loads(json.dumps(parts[1].to_json()))))
+    assert merged.frame_mean().as_dict() == pytest.approx(whole.frame_mean().as_dict(), rel=1e-12)
+    assert merged.pixel_mean().as_dict() == pytest.approx(whole.pixel_mean().as_dict(), rel=1e-12)
 
 
 def test_error_histogram_bins_by_ground_truth_depth():
@@ -113,6 +148,35 @@ def test_error_histogram_bins_by_ground_truth_depth():
     assert mean[1] == pytest.approx(0.2)
     assert math.isnan(mean[2])
     assert mean[4] == pytest.approx(0.25)  # (0 + 0.5) / 2; 10 m belongs to the last bin
+
+
+def test_error_histogram_is_shown_over_the_depths_of_the_data():
+    histogram = DepthErrorHistogram(0.0, 80.0, bins=8000)  # 1 cm bins
+    gt = np.array([2.004, 2.5, 3.0, 4.996])
+    histogram.add(gt * 1.2, gt)
+    shown = histogram.over_data(max_bins=20)
+    # 2.00 .. 5.00 m is 300 fine bins: 20 shown bins of 15 cm.
+    np.testing.assert_allclose(shown.edges, np.linspace(2.0, 5.0, 21), atol=1e-9)
+    assert shown.counts.sum() == 4 and shown.counts[0] == 1 and shown.counts[-1] == 1
+    np.testing.assert_allclose(shown.mean_abs_rel()[shown.counts > 0], 0.2)
+    # Fewer occupied fine bins than max_bins: one shown bin each.
+    single = DepthErrorHistogram(0.0, 80.0, bins=8000)
+    single.add(np.array([7.0]), np.array([7.005]))
+    np.testing.assert_allclose(single.over_data().edges, [7.0, 7.01], atol=1e-9)
+    empty = DepthErrorHistogram(0.0, 80.0)
+    assert empty.over_data() is empty
+
+
+def test_error_histograms_survive_json_and_merge():
+    a, b = DepthErrorHistogram(1e-3, 80.0), DepthErrorHistogram(1e-3, 80.0)
+    a.add(np.array([2.0, 30.0]), np.array([2.5, 29.0]))
+    b.add(np.array([2.6]), np.array([2.5]))
+    merged = DepthErrorHistogram.from_json(json.loads(json.dumps(a.to_json())))
+    merged.merge(DepthErrorHistogram.from_json(b.to_json()))
+    assert merged.counts.sum() == 3
+    np.testing.assert_allclose(np.nansum(merged.abs_rel_sum), 0.5 / 2.5 + 1 / 29 + 0.1 / 2.5)
+    with pytest.raises(ValueError, match="different bins"):
+        merged.merge(DepthErrorHistogram(0.0, 10.0))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,6 +296,14 @@ def test_confusion_matrix_entries_and_accumulation():
     both = segmentation_metrics(np.hstack([PRED, GT]), np.hstack([GT, GT]), num_classes=3)
     assert confusion.metrics() == both
     assert both.pixel_accuracy == pytest.approx(14 / 16)
+    # report.json keeps the matrix sparse; it reads back whole.
+    unpredicted = ConfusionMatrix(num_classes=3)
+    unpredicted.add(np.array([255, 0]), np.array([2, 0]))
+    confusion.merge(unpredicted)
+    restored = ConfusionMatrix.from_json(json.loads(json.dumps(confusion.to_json())))
+    assert restored.matrix.tolist() == confusion.matrix.tolist()
+    assert restored.unpredicted.tolist() == [0, 0, 1]
+    assert restored.metrics() == confusion.metrics()
 
 
 def test_unpredicted_pixels_and_false_positive_classes_count_as_errors():

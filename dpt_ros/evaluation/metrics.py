@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .labels import IGNORE_LABEL
+from dpt_ros.labels import IGNORE_LABEL
 
 DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
 
@@ -57,6 +57,50 @@ def valid_depth_mask(gt: np.ndarray, min_depth: float, max_depth: float) -> np.n
         return np.isfinite(gt) & (gt >= min_depth) & (gt <= max_depth)
 
 
+def _evaluated_pixels(pred, gt, min_depth: float, max_depth: float, mask=None):
+    """(prediction, ground truth) float64 values of the pixels a depth score covers.
+
+    Pixels with valid ground truth (see valid_depth_mask), in the optional ``mask``, where the
+    prediction is not NaN (REP 117: no estimate).  Predictions are clipped to [min_depth,
+    max_depth], as the KITTI/NYU protocols do, so one wild pixel cannot dominate RMSE; REP 117's
+    +Inf (beyond range) and -Inf (too close) are thereby scored as max_depth and min_depth.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    valid = valid_depth_mask(gt, min_depth, max_depth) & ~np.isnan(pred)
+    if mask is not None:
+        valid &= np.asarray(mask, dtype=bool)
+    return np.clip(pred[valid], min_depth, max_depth), gt[valid]
+
+
+# Per-pixel terms whose sums make every depth metric (and add up over frames and bags).
+PIXEL_TERMS = ("abs_rel", "sq_rel", "squared_error", "squared_log_error", "delta1", "delta2", "delta3")
+
+
+def _pixel_sums(p: np.ndarray, g: np.ndarray) -> dict[str, float]:
+    ratio = np.maximum(p / g, g / p)
+    diff = p - g
+    return {
+        "abs_rel": float(np.sum(np.abs(diff) / g)),
+        "sq_rel": float(np.sum(diff**2 / g)),
+        "squared_error": float(np.sum(diff**2)),
+        "squared_log_error": float(np.sum((np.log(p) - np.log(g)) ** 2)),
+        "delta1": float(np.count_nonzero(ratio < DELTA_BASE)),
+        "delta2": float(np.count_nonzero(ratio < DELTA_BASE**2)),
+        "delta3": float(np.count_nonzero(ratio < DELTA_BASE**3)),
+    }
+
+
+def _metrics_of_pixel_sums(sums: dict[str, float], count: int) -> DepthMetrics:
+    return DepthMetrics(
+        abs_rel=sums["abs_rel"] / count, sq_rel=sums["sq_rel"] / count,
+        rmse=math.sqrt(sums["squared_error"] / count), rmse_log=math.sqrt(sums["squared_log_error"] / count),
+        delta1=sums["delta1"] / count, delta2=sums["delta2"] / count, delta3=sums["delta3"] / count,
+        valid_pixels=int(count))
+
+
 def depth_metrics(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -64,56 +108,87 @@ def depth_metrics(
     max_depth: float,
     mask: np.ndarray | None = None,
 ) -> DepthMetrics | None:
-    """Depth errors of a metric prediction against metric ground truth (both metres, same shape).
+    """Depth errors of a metric prediction against metric ground truth (both metres, same shape),
+    over the pixels of :func:`_evaluated_pixels`.  Returns None when no pixel is left to evaluate
+    (the frame then has no depth metrics rather than NaNs)."""
+    p, g = _evaluated_pixels(pred, gt, min_depth, max_depth, mask)
+    if p.size == 0:
+        return None
+    return _metrics_of_pixel_sums(_pixel_sums(p, g), p.size)
 
-    Evaluated pixels: valid ground truth (see valid_depth_mask), the optional extra ``mask``, and a
-    finite prediction. Predictions are clipped to [min_depth, max_depth] before comparison, as the
-    KITTI/NYU protocols do, so one wild pixel cannot dominate RMSE.  Returns None when no pixel is
-    left to evaluate (the frame then has no depth metrics rather than NaNs).
+
+@dataclass
+class DepthMetricSums:
+    """Additive sums of depth errors over the frames of a run: what report.json carries so that
+    runs (bags of a fleet) combine exactly, weighting frames equally or pixels equally.
+
+    ``frame_sums``: each per-frame metric summed over frames (their mean weighs frames equally,
+    the usual benchmark figure); ``pixel_sums``: each per-pixel term summed over all evaluated
+    pixels (their mean weighs pixels equally).
     """
-    pred = np.asarray(pred, dtype=np.float64)
-    gt = np.asarray(gt, dtype=np.float64)
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
-    valid = valid_depth_mask(gt, min_depth, max_depth) & np.isfinite(pred)
-    if mask is not None:
-        valid &= np.asarray(mask, dtype=bool)
-    count = int(valid.sum())
-    if count == 0:
-        return None
-    p = np.clip(pred[valid], min_depth, max_depth)
-    g = gt[valid]
 
-    ratio = np.maximum(p / g, g / p)
-    diff = p - g
-    return DepthMetrics(
-        abs_rel=float(np.mean(np.abs(diff) / g)),
-        sq_rel=float(np.mean(diff**2 / g)),
-        rmse=float(np.sqrt(np.mean(diff**2))),
-        rmse_log=float(np.sqrt(np.mean((np.log(p) - np.log(g)) ** 2))),
-        delta1=float(np.mean(ratio < DELTA_BASE)),
-        delta2=float(np.mean(ratio < DELTA_BASE**2)),
-        delta3=float(np.mean(ratio < DELTA_BASE**3)),
-        valid_pixels=count,
-    )
+    frames: int = 0
+    pixels: int = 0
+    frame_sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(DEPTH_METRIC_NAMES, 0.0))
+    pixel_sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PIXEL_TERMS, 0.0))
 
+    def add(self, pred, gt, min_depth: float, max_depth: float, mask=None) -> DepthMetrics | None:
+        """Score one frame, add it to the sums and return its metrics (None: nothing to score)."""
+        p, g = _evaluated_pixels(pred, gt, min_depth, max_depth, mask)
+        if p.size == 0:
+            return None
+        sums = _pixel_sums(p, g)
+        metrics = _metrics_of_pixel_sums(sums, p.size)
+        self.frames += 1
+        self.pixels += p.size
+        for name in DEPTH_METRIC_NAMES:
+            self.frame_sums[name] += getattr(metrics, name)
+        for name in PIXEL_TERMS:
+            self.pixel_sums[name] += sums[name]
+        return metrics
 
-def mean_depth_metrics(frames: list[DepthMetrics]) -> DepthMetrics | None:
-    """Mean of per-frame metrics (each frame weighs the same); valid_pixels is the total."""
-    if not frames:
-        return None
-    values = {name: float(np.mean([getattr(m, name) for m in frames])) for name in DEPTH_METRIC_NAMES}
-    return DepthMetrics(**values, valid_pixels=int(sum(m.valid_pixels for m in frames)))
+    def merge(self, other: "DepthMetricSums") -> None:
+        self.frames += other.frames
+        self.pixels += other.pixels
+        for name in DEPTH_METRIC_NAMES:
+            self.frame_sums[name] += other.frame_sums[name]
+        for name in PIXEL_TERMS:
+            self.pixel_sums[name] += other.pixel_sums[name]
+
+    def frame_mean(self) -> DepthMetrics | None:
+        """Mean of the per-frame metrics (each frame weighs the same); valid_pixels is the total."""
+        if not self.frames:
+            return None
+        return DepthMetrics(**{name: self.frame_sums[name] / self.frames for name in DEPTH_METRIC_NAMES},
+                            valid_pixels=self.pixels)
+
+    def pixel_mean(self) -> DepthMetrics | None:
+        """The metrics over all evaluated pixels of all frames at once (each pixel weighs the same)."""
+        return _metrics_of_pixel_sums(self.pixel_sums, self.pixels) if self.pixels else None
+
+    def to_json(self) -> dict:
+        return {"frames": self.frames, "pixels": self.pixels, "frame_sums": dict(self.frame_sums),
+                "pixel_sums": dict(self.pixel_sums)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DepthMetricSums":
+        return cls(frames=int(data["frames"]), pixels=int(data["pixels"]),
+                   frame_sums={name: float(data["frame_sums"][name]) for name in DEPTH_METRIC_NAMES},
+                   pixel_sums={name: float(data["pixel_sums"][name]) for name in PIXEL_TERMS})
 
 
 class DepthErrorHistogram:
     """Absolute relative error binned by ground-truth depth, accumulated over frames.
 
     Shows where in the depth range a model is wrong (e.g. far pixels for an indoor model), which
-    the frame-level means hide.
+    the frame-level means hide.  It accumulates in fine bins over the whole evaluation range
+    (``bins``, 2 cm over 0-80 m by default), which add up across runs with the same range;
+    :meth:`over_data` regroups them into a few bins spanning only the depths the data covers.
     """
 
-    def __init__(self, min_depth: float, max_depth: float, bins: int = 20):
+    FINE_BINS = 4000
+
+    def __init__(self, min_depth: float, max_depth: float, bins: int = FINE_BINS):
         if not (0 <= min_depth < max_depth < math.inf):
             raise ValueError(f"need 0 <= min_depth < max_depth < inf, got {min_depth}, {max_depth}")
         self.edges = np.linspace(min_depth, max_depth, bins + 1)
@@ -122,19 +197,57 @@ class DepthErrorHistogram:
 
     def add(self, pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> None:
         min_depth, max_depth = float(self.edges[0]), float(self.edges[-1])
-        valid = valid_depth_mask(gt, min_depth, max_depth) & np.isfinite(pred)
-        if mask is not None:
-            valid &= mask
-        g = np.asarray(gt, dtype=np.float64)[valid]
-        p = np.clip(np.asarray(pred, dtype=np.float64)[valid], min_depth, max_depth)
+        p, g = _evaluated_pixels(pred, gt, min_depth, max_depth, mask)
         index = np.clip(np.searchsorted(self.edges, g, side="right") - 1, 0, len(self.counts) - 1)
         self.counts += np.bincount(index, minlength=len(self.counts))
         self.abs_rel_sum += np.bincount(index, weights=np.abs(p - g) / g, minlength=len(self.counts))
+
+    def merge(self, other: "DepthErrorHistogram") -> None:
+        if not np.array_equal(self.edges, other.edges):
+            raise ValueError("histograms with different bins cannot be merged")
+        self.counts += other.counts
+        self.abs_rel_sum += other.abs_rel_sum
 
     def mean_abs_rel(self) -> np.ndarray:
         """Mean AbsRel per bin (NaN for empty bins)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.counts > 0, self.abs_rel_sum / np.maximum(self.counts, 1), np.nan)
+
+    def over_data(self, max_bins: int = 20) -> "DepthErrorHistogram":
+        """The same counts in at most ``max_bins`` equal bins from the nearest to the farthest
+        ground truth seen (whole fine bins each); an empty histogram stays as it is."""
+        occupied = np.flatnonzero(self.counts)
+        if occupied.size == 0:
+            return self
+        first, last = int(occupied[0]), int(occupied[-1])
+        group = -(-(last - first + 1) // max_bins)  # fine bins per shown bin
+        shown = -(-(last - first + 1) // group)
+        width = self.edges[1] - self.edges[0]
+        result = DepthErrorHistogram.__new__(DepthErrorHistogram)
+        result.edges = self.edges[0] + width * (first + group * np.arange(shown + 1))
+        padded = shown * group
+        counts = np.zeros(padded, np.int64)
+        sums = np.zeros(padded, np.float64)
+        counts[: last - first + 1] = self.counts[first:last + 1]
+        sums[: last - first + 1] = self.abs_rel_sum[first:last + 1]
+        result.counts = counts.reshape(shown, group).sum(axis=1)
+        result.abs_rel_sum = sums.reshape(shown, group).sum(axis=1)
+        return result
+
+    def to_json(self) -> dict:
+        """Sparse: the range, the bin count and [bin, pixels, AbsRel sum] of the non-empty bins."""
+        occupied = np.flatnonzero(self.counts)
+        return {"min_depth": float(self.edges[0]), "max_depth": float(self.edges[-1]), "bins": len(self.counts),
+                "nonzero_bin_pixels_abs_rel_sum": [[int(i), int(self.counts[i]), float(self.abs_rel_sum[i])]
+                                                   for i in occupied]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DepthErrorHistogram":
+        histogram = cls(data["min_depth"], data["max_depth"], data["bins"])
+        for index, pixels, abs_rel_sum in data["nonzero_bin_pixels_abs_rel_sum"]:
+            histogram.counts[index] = pixels
+            histogram.abs_rel_sum[index] = abs_rel_sum
+        return histogram
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,6 +315,18 @@ class ConfusionMatrix:
         """Sparse [gt, pred, count] triples (a 150x150 matrix is mostly zeros)."""
         rows, cols = np.nonzero(self.matrix)
         return [[int(r), int(c), int(self.matrix[r, c])] for r, c in zip(rows, cols)]
+
+    def to_json(self) -> dict:
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index,
+                "entries_gt_pred_count": self.nonzero_entries(), "unpredicted": self.unpredicted.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ConfusionMatrix":
+        confusion = cls(data["num_classes"], data["ignore_index"])
+        for gt, pred, count in data["entries_gt_pred_count"]:
+            confusion.matrix[gt, pred] = count
+        confusion.unpredicted[:] = data["unpredicted"]
+        return confusion
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,12 @@ def bag_storage(path: str | os.PathLike) -> str:
         if metadata.exists():
             import yaml
 
-            info = yaml.safe_load(metadata.read_text()) or {}
-            storage = info.get("rosbag2_bagfile_information", {}).get("storage_identifier")
+            try:
+                info = yaml.safe_load(metadata.read_text()) or {}
+                storage = info.get("rosbag2_bagfile_information", {}).get("storage_identifier")
+            except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
+                raise BagError(f"cannot read input bag {path}: its metadata.yaml is unreadable "
+                               f"({type(exc).__name__}: {exc})".replace("\n", " ")) from None
             if storage in STORAGE_PLUGINS:
                 return storage
             raise BagError(f"{path}: unsupported storage {storage!r} (expected sqlite3 or mcap)")
@@ -63,6 +67,22 @@ def bag_storage(path: str | os.PathLike) -> str:
     if suffix == ".db3":
         return "sqlite3"
     raise BagError(f"{path}: not a rosbag2 bag (expected a directory, .mcap or .db3)")
+
+
+def open_reader(path: str | os.PathLike) -> Reader:
+    """The bag at ``path``, opened for reading; BagError (one line) when it cannot be read.
+
+    rosbags checks what it opens (sqlite3's header and schema, mcap's magic bytes, footer and
+    summary), so a corrupt .db3 or a truncated .mcap (a recorder killed mid-write) is refused here,
+    before any work, rather than partway through a run."""
+    storage = bag_storage(path)
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # rosbags' ReaderError, but also sqlite/yaml/struct errors underneath
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise BagError(f"cannot read input bag {path} ({storage}): {reason}") from None
+    return reader
 
 
 def find_msg_dir() -> Path | None:
@@ -268,13 +288,14 @@ class BagWriter:
 
 
 class PredictionWriter:
-    """Builds the evaluator's output messages and writes them under a topic prefix.
+    """Writes the outputs dpt_node publishes, as the pipeline made them, under a topic prefix.
 
-    Topics (relative to the prefix): ``depth/image`` (32FC1 metres, metric models) or
+    Topics (relative to the prefix, as the node's): ``depth/image`` (32FC1 metres, REP 118),
     ``depth/relative`` (32FC1 relative inverse depth), ``depth/camera_info``,
     ``segmentation/labels`` (mono8), ``segmentation/label_info``, ``points`` (PointCloud2),
-    ``stats`` (dpt_ros/msg/InferenceStats). Every message of a frame carries the source image's
-    header, and is written at the source header stamp.
+    ``stats`` (dpt_ros/msg/InferenceStats).  Every message of a frame carries the source image's
+    header; the caller gives the time it is logged at (the input's recording time, so the output
+    bag has the input's one time base).
     """
 
     def __init__(self, bag: BagWriter, prefix: str, has_our_types: bool):
@@ -289,52 +310,39 @@ class PredictionWriter:
     def header(self, stamp_ns: int, frame_id: str):
         return make_header(self.typestore, stamp_ns, frame_id)
 
-    def _image(self, name: str, array, encoding: str, header, stamp_ns: int) -> None:
-        from .image_codec import array_to_image_fields
+    def write_image(self, name: str, array, encoding: str, header, time_ns: int) -> None:
+        from dpt_ros.image_codec import array_to_image_fields
 
         fields = array_to_image_fields(array, encoding, as_numpy=True)
-        self.bag.write(self.topic(name), self.typestore.types[IMAGE_TYPE](header=header, **fields),
-                       stamp_ns)
+        self.bag.write(self.topic(name), self.typestore.types[IMAGE_TYPE](header=header, **fields), time_ns)
 
-    def write_depth(self, depth, metric: bool, header, stamp_ns: int) -> None:
-        import numpy as np
-
-        depth = np.where(np.isfinite(depth), depth, np.nan).astype(np.float32)  # REP 118: NaN
-        self._image("depth/image" if metric else "depth/relative", depth, "32FC1", header, stamp_ns)
-
-    def write_labels(self, labels, header, stamp_ns: int) -> None:
-        self._image("segmentation/labels", labels, "mono8", header, stamp_ns)
-
-    def write_camera_info(self, camera_info, header, stamp_ns: int) -> None:
+    def write_camera_info(self, camera_info, header, time_ns: int) -> None:
+        """The input's calibration under the depth image's header (as dpt_node publishes it)."""
         from dataclasses import replace
 
-        self.bag.write(self.topic("depth/camera_info"), replace(camera_info, header=header),
-                       stamp_ns)
+        self.bag.write(self.topic("depth/camera_info"), replace(camera_info, header=header), time_ns)
 
-    def write_points(self, depth, intrinsics, rgb, labels, header, stamp_ns: int) -> None:
-        from .cloud import pack_cloud, to_pointcloud2
-        from .geometry import depth_to_xyz
+    def write_points(self, packed_cloud, header, time_ns: int) -> None:
+        from dpt_ros.cloud import to_pointcloud2
 
-        xyz = depth_to_xyz(depth, *intrinsics)
-        packed = pack_cloud(xyz, rgb=rgb, labels=labels)
         types = self.typestore.types
-        cloud = to_pointcloud2(packed, header, types[POINTCLOUD2_TYPE], types[POINTFIELD_TYPE])
-        self.bag.write(self.topic("points"), cloud, stamp_ns)
+        cloud = to_pointcloud2(packed_cloud, header, types[POINTCLOUD2_TYPE], types[POINTFIELD_TYPE])
+        self.bag.write(self.topic("points"), cloud, time_ns)
 
-    def write_label_info(self, variant: str, stamp_ns: int) -> None:
-        from .labels import ADE20K_CLASSES, ADE20K_COLORS_PACKED, IGNORE_LABEL
+    def write_label_info(self, variant: str, time_ns: int) -> None:
+        from dpt_ros.labels import ADE20K_CLASSES, ADE20K_COLORS_PACKED, IGNORE_LABEL
 
         if not self.has_our_types:
             return
         label_info = self.typestore.types["dpt_ros/msg/LabelInfo"](
-            header=self.header(stamp_ns, ""), model_variant=variant,
+            header=self.header(time_ns, ""), model_variant=variant,
             class_names=list(ADE20K_CLASSES),
             colors=ADE20K_COLORS_PACKED.copy(),
             ignore_id=IGNORE_LABEL)
-        self.bag.write(self.topic("segmentation/label_info"), label_info, stamp_ns)
+        self.bag.write(self.topic("segmentation/label_info"), label_info, time_ns)
 
-    def write_stats(self, header, stamp_ns: int, **fields) -> None:
+    def write_stats(self, header, time_ns: int, **fields) -> None:
         """InferenceStats with the given fields (see msg/InferenceStats.msg)."""
         if self.has_our_types:
             stats = self.typestore.types["dpt_ros/msg/InferenceStats"](header=header, **fields)
-            self.bag.write(self.topic("stats"), stats, stamp_ns)
+            self.bag.write(self.topic("stats"), stats, time_ns)

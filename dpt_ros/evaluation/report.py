@@ -87,23 +87,35 @@ def _fmt(value, digits: int = 4) -> str:
 
 def render_markdown(report: dict) -> str:
     """Human-readable summary: configuration, counts, metric tables, timing, plots."""
-    from .labels import class_name
+    from dpt_ros.labels import class_name
 
     config = report.get("configuration", {})
+    model = config.get("model", {})
+    pipeline = config.get("pipeline", {})
     counts = report.get("counts", {})
     timing = report.get("timing", {})
     lines = [f"# DPT evaluation of `{config.get('input_bag', '?')}`", ""]
     if report.get("interrupted"):
         lines += ["**Interrupted**: the numbers cover the frames processed before the stop.", ""]
     engine = report.get("input", {}).get("engine", {})
+    tasks = model.get("tasks", [])
+    weights = [f"depth `{model.get('weights') or 'random'}`"] if "depth" in tasks else []
+    if "segmentation" in tasks:
+        seg_weights = model.get("segmentation_weights") if "depth" in tasks else model.get("weights")
+        weights.append(f"segmentation `{seg_weights or 'random'}`"
+                       + (f" ({model['segmentation_variant']})" if model.get("segmentation_variant") else ""))
+    metric_map = (f"1 / ({pipeline.get('depth_scale')} · output + {pipeline.get('depth_shift')})"
+                  if pipeline.get("depth_scale") else "the model's")
     lines += [
         "| Setting | Value |", "|---|---|",
-        f"| Variant | `{config.get('variant')}` ({', '.join(config.get('tasks', []))}) |",
-        f"| Weights | `{config.get('weights') or config.get('segmentation_weights') or 'random'}` |",
-        f"| Device / precision | {engine.get('device')} / {engine.get('precision')} |",
+        f"| Variant | `{model.get('variant')}` ({', '.join(tasks)}) |",
+        f"| Weights | {', '.join(weights)} |",
+        f"| Device / precision / forward | {engine.get('device')} / {engine.get('precision')} / "
+        f"{engine.get('compile')} |",
         f"| Image topic | `{config.get('image_topic')}` ({report.get('input', {}).get('image_type')}) |",
         f"| Storage | {report.get('input', {}).get('storage')} |",
-        f"| Depth output | {report.get('depth_output_kind')} |",
+        f"| Depth output | {report.get('depth_output_kind')}; metres: {metric_map}, max range "
+        f"{pipeline.get('depth_max_range') or 'none'} |",
         f"| Alignment | {report.get('alignment')} |",
         f"| Depth range | {config.get('min_depth')} – {config.get('max_depth')} m"
         f" ({config.get('preset') or 'default'}) |",
@@ -114,6 +126,12 @@ def render_markdown(report: dict) -> str:
     ]
     lines += [f"| {name.replace('_', ' ')} | {value} |" for name, value in counts.items()]
     lines.append("")
+    if report.get("empty_selection"):
+        lines += [f"No frame selected: {report['empty_selection']}.", ""]
+    if report.get("undecodable_reasons"):
+        lines += ["| Frames not decoded | Reason |", "|---|---|"]
+        lines += [f"| {count} | {reason} |" for reason, count in report["undecodable_reasons"].items()]
+        lines.append("")
 
     depth = report.get("depth")
     lines += ["## Depth", ""]
@@ -124,6 +142,13 @@ def render_markdown(report: dict) -> str:
                   + f" | {counts.get('depth_evaluated', 0)} |", ""]
         lines += ["Mean over frames; AbsRel, SqRel, RMSE, RMSE log: lower is better; δ: higher is "
                   "better.", ""]
+        pixels = report.get("depth_pixel_weighted")
+        if pixels:
+            lines += ["Over all pixels at once (each pixel weighs the same):", "",
+                      "| " + " | ".join(title for _, title, _ in DEPTH_COLUMNS) + " | pixels |",
+                      "|" + "---|" * (len(DEPTH_COLUMNS) + 1),
+                      "| " + " | ".join(_fmt(pixels[key]) for key, _, _ in DEPTH_COLUMNS)
+                      + f" | {pixels['valid_pixels']} |", ""]
     else:
         lines += ["No depth ground truth was evaluated.", ""]
 
@@ -220,68 +245,85 @@ def _plot_error_vs_depth(histogram: dict, path: Path) -> Path:
 
 
 def _plot_samples(samples: list[dict], path: Path, min_depth: float, max_depth: float) -> Path:
-    """One row per sample: image | prediction | ground truth | error (depth, then labels)."""
+    """One row per sample and output: image | prediction [| ground truth | error].
+
+    The figure is as wide as its fullest row and every panel has the image's aspect ratio, so
+    nothing but the panels and their titles and colour bars takes room."""
     import matplotlib.pyplot as plt
 
-    from .colorize import colorize_labels
-
-    rows = []
-    for sample in samples:
-        if "prediction" in sample:
-            rows.append(("depth", sample))
-        if "labels" in sample:
-            rows.append(("labels", sample))
-    rows = rows or [("image", s) for s in samples]
-    fig, axes = plt.subplots(len(rows), 4, figsize=(14, 3 * len(rows)), squeeze=False)
-    for (kind, sample), axis_row in zip(rows, axes):
-        for axis in axis_row:
+    rows = [_sample_panels(kind, sample, min_depth, max_depth)
+            for sample in samples for kind in ("depth", "labels") if _has_output(sample, kind)]
+    rows = rows or [[("image", sample["image"], f"frame {sample['index']}", {})] for sample in samples]
+    columns = max(len(row) for row in rows)
+    height, width = samples[0]["image"].shape[:2]
+    panel_width = 3.2
+    panel_height = panel_width * height / width + 0.25  # the title above each panel
+    fig, axes = plt.subplots(len(rows), columns, figsize=(panel_width * columns, panel_height * len(rows)),
+                             squeeze=False, layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.03, h_pad=0.01, wspace=0.0, hspace=0.0)
+    for row, axis_row in zip(rows, axes):
+        for column, axis in enumerate(axis_row):
+            if column >= len(row):
+                axis.remove()  # a row without ground truth: its place stays free
+                continue
+            kind, image, title, style = row[column]
             axis.axis("off")
-        axis_row[0].imshow(sample["image"])
-        axis_row[0].set_title(f"frame {sample['index']}")
-        if kind == "depth":
-            shown = sample.get("metric_prediction", sample["prediction"])
-            metric = "metric_prediction" in sample or sample.get("prediction_kind") == "metric_depth"
-            _imshow_depth(axis_row[1], shown, min_depth if metric else None,
-                          max_depth if metric else None, "prediction (m)" if metric
-                          else "prediction (relative inverse depth)")
-            if "gt_depth" in sample:
-                gt = sample["gt_depth"]
-                _imshow_depth(axis_row[2], gt, min_depth, max_depth, "ground truth (m)")
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    error = np.abs(shown - gt) / gt
-                image = axis_row[3].imshow(error, cmap="magma", vmin=0, vmax=0.5)
-                axis_row[3].set_title("|pred − gt| / gt")
-                fig.colorbar(image, ax=axis_row[3], fraction=0.046)
-        elif kind == "labels":
-            axis_row[1].imshow(colorize_labels(sample["labels"]))
-            axis_row[1].set_title("predicted classes")
-            if "gt_labels" in sample:
-                gt = sample["gt_labels"]
-                axis_row[2].imshow(colorize_labels(gt))
-                axis_row[2].set_title("ground truth")
-                pred = sample["labels"]
-                if pred.shape == gt.shape:
-                    wrong = np.where(gt == 255, np.nan, (pred != gt).astype(float))
-                    axis_row[3].imshow(wrong, cmap="Reds", vmin=0, vmax=1)
-                    axis_row[3].set_title("wrong pixels")
-    fig.tight_layout()
+            shown = axis.imshow(image, **style)
+            axis.set_title(title, fontsize="medium")
+            if kind == "scalar":
+                fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.02)
     return _save(fig, path)
 
 
-def _imshow_depth(axis, depth, vmin, vmax, title) -> None:
-    finite = depth[np.isfinite(depth)]
-    if vmin is None and finite.size:
-        vmin, vmax = np.percentile(finite, [2, 98])
-    image = axis.imshow(depth, cmap="turbo", vmin=vmin, vmax=vmax)
-    axis.figure.colorbar(image, ax=axis, fraction=0.046)
-    axis.set_title(title)
+def _has_output(sample: dict, kind: str) -> bool:
+    return ("prediction" if kind == "depth" else "labels") in sample
+
+
+def _sample_panels(kind: str, sample: dict, min_depth: float, max_depth: float) -> list[tuple]:
+    """[(panel kind, array, title, imshow keywords)] of one sample's depth or labels row."""
+    from dpt_ros.colorize import colorize_labels
+
+    panels = [("image", sample["image"], f"frame {sample['index']}", {})]
+    if kind == "depth":
+        shown = sample.get("metric_prediction", sample["prediction"])
+        metric = "metric_prediction" in sample or sample.get("prediction_kind") == "metric_depth"
+        gt = sample.get("gt_depth")
+        # One colour scale for prediction and ground truth, over the depths they hold.
+        vmin, vmax = _depth_range([shown] + ([gt] if gt is not None else []), min_depth, max_depth)
+        style = {"cmap": "turbo", "vmin": vmin, "vmax": vmax, "interpolation": "nearest"}
+        panels.append(("scalar", shown, "prediction (m)" if metric else "prediction (relative inverse depth)",
+                       style))
+        if gt is not None:
+            panels.append(("scalar", gt, "ground truth (m)", style))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                error = np.abs(shown - gt) / gt
+            panels.append(("scalar", error, "|pred − gt| / gt", {"cmap": "magma", "vmin": 0, "vmax": 0.5}))
+    else:
+        panels.append(("labels", colorize_labels(sample["labels"]), "predicted classes", {}))
+        gt = sample.get("gt_labels")
+        if gt is not None:
+            panels.append(("labels", colorize_labels(gt), "ground truth", {}))
+            pred = sample["labels"]
+            if pred.shape == gt.shape:
+                wrong = np.where(gt == 255, np.nan, (pred != gt).astype(float))
+                panels.append(("mask", wrong, "wrong pixels", {"cmap": "Reds", "vmin": 0, "vmax": 1}))
+    return panels
+
+
+def _depth_range(arrays, min_depth: float, max_depth: float) -> tuple[float, float]:
+    """2nd to 98th percentile of the finite values; the evaluated range when there are none."""
+    finite = np.concatenate([np.asarray(a, dtype=np.float64)[np.isfinite(a)] for a in arrays])
+    if finite.size == 0:
+        return min_depth, max_depth
+    low, high = np.percentile(finite, [2, 98])
+    return float(low), float(high if high > low else low + 1e-6)
 
 
 def _plot_confusion(confusion, path: Path) -> Path:
     """Row-normalized confusion matrix over the most frequent ground-truth/predicted classes."""
     import matplotlib.pyplot as plt
 
-    from .labels import class_name
+    from dpt_ros.labels import class_name
 
     matrix = confusion.matrix
     weight = matrix.sum(axis=0) + matrix.sum(axis=1)

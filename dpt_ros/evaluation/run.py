@@ -1,79 +1,41 @@
 """One offline evaluation run: frames from a rosbag2 recording through DPT, scored against
 ground truth, written to a result bag and a report (ROS-free: bags are read with ``rosbags``).
 
-``evaluate(config)`` is the whole run; ``dpt_ros.evaluate_bag`` is its command line.
+``evaluate(config)`` is the whole run, callable from Python; ``dpt_ros.evaluation.cli`` is its
+command line.  The model is built by dpt_node's builder (``dpt_ros.model_config.build_engine``)
+and every output comes from dpt_node's path (``dpt_ros.pipeline.process_frames``: metric depth,
+relative depth, labels, the cloud) with the node's camera model
+(``dpt_ros.geometry.camera_intrinsics``), so the output bag holds what the node would publish
+for the same frames and settings.
 """
 from __future__ import annotations
 
+import collections
 import math
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from . import bag_io
-from .depth import (
-    ALIGNMENT_SCALE_SHIFT,
-    AlignmentError,
-    align_inverse_depth_to_metric,
-)
-from .metrics import (
+from dpt_ros.depth import ALIGNMENT_SCALE_SHIFT, AlignmentError, align_inverse_depth_to_metric
+from dpt_ros.evaluation import bag_io
+from dpt_ros.evaluation.config import EvaluationConfig, EvaluationError
+from dpt_ros.evaluation.metrics import (
     ConfusionMatrix,
     DepthErrorHistogram,
-    depth_metrics,
+    DepthMetricSums,
     load_label_map,
-    mean_depth_metrics,
     remap_ground_truth_labels,
     valid_depth_mask,
 )
+from dpt_ros.pipeline import Intrinsics, OutputRequest, process_frames
 
-# Depth ranges of the usual benchmarks (metres): KITTI (Eigen split) and NYU Depth v2.
-PRESETS = {"kitti": (1e-3, 80.0), "nyu": (1e-3, 10.0)}
-DEFAULT_DEPTH_RANGE = PRESETS["kitti"]
 NUM_SAMPLES = 4
-
-
-class EvaluationError(Exception):
-    """A configuration or input problem reported to the user as one line."""
-
-
-@dataclass
-class Config:
-    """Validated settings of one run (what report.json records under "configuration")."""
-
-    input_bag: Path
-    image_topic: str
-    camera_info_topic: str | None
-    gt_depth_topic: str | None
-    gt_labels_topic: str | None
-    gt_label_map: Path | None
-    gt_label_offset: int
-    stamp_tolerance: float
-    variant: str
-    tasks: tuple[str, ...]
-    weights: str | None
-    segmentation_weights: str | None
-    device: str
-    precision: str
-    batch_size: int
-    start: float
-    stride: int
-    max_frames: int | None
-    preset: str | None
-    min_depth: float
-    max_depth: float
-    alignment: str
-    output_bag: Path | None
-    output_prefix: str
-    copy_topics: list[str]
-    report_dir: Path | None
-    progress: bool = True
-
-    def to_json(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+OUTCOME_COMPLETE = "complete"
+OUTCOME_INTERRUPTED = "interrupted"
+OUTCOME_NO_FRAME = "no_frame_processed"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -92,7 +54,7 @@ class InputTopics:
     copy: list
 
     @classmethod
-    def resolve(cls, reader, config: Config) -> "InputTopics":
+    def resolve(cls, reader, config: EvaluationConfig) -> "InputTopics":
         image = bag_io.require_topic(reader, config.image_topic,
                                      (bag_io.IMAGE_TYPE, bag_io.COMPRESSED_IMAGE_TYPE))
         optional = {}
@@ -107,6 +69,29 @@ class InputTopics:
                    copy=copy, **optional)
 
 
+def selection_start_ns(reader, config: EvaluationConfig) -> int:
+    """Recording time (ns) from which images are selected (--start after the bag's first message)."""
+    return reader.start_time + int(round(config.start * 1e9))
+
+
+def refuse_unsupported_encoding(reader, topics: InputTopics, typestore, config: EvaluationConfig) -> None:
+    """EvaluationError when the first selected image has an encoding the codec cannot decode: every
+    frame of a camera has the same encoding, so the run would process nothing."""
+    from dpt_ros.image_codec import COLOR_ENCODINGS
+
+    if topics.image_compressed:
+        return
+    for connection, _, raw in reader.messages(connections=topics.image, start=selection_start_ns(reader, config)):
+        try:
+            encoding = typestore.deserialize_cdr(raw, connection.msgtype).encoding
+        except Exception:  # a corrupt first message is counted with the other undecodable frames
+            return
+        if encoding not in COLOR_ENCODINGS:
+            raise EvaluationError(f"{config.image_topic}: the first image has encoding {encoding!r}, which cannot "
+                                  f"be decoded; supported: {', '.join(COLOR_ENCODINGS)}")
+        return
+
+
 @dataclass
 class Frame:
     """One selected image and what the run learned about it."""
@@ -116,6 +101,8 @@ class Frame:
     stamp: int = 0
     frame_id: str = ""
     rgb: np.ndarray | None = None
+    camera_info: object | None = None
+    intrinsics: Intrinsics | None = None  # of camera_info, for this image's size; None: no cloud
     decode_ms: float = 0.0
     batch_size: int = 1  # frames that went through the model together with this one
     timings_ms: dict = field(default_factory=dict)
@@ -129,21 +116,21 @@ class Frame:
 class Evaluation:
     """State and steps of one evaluation run (frames in, metrics and outputs out)."""
 
-    def __init__(self, config: Config, reader, typestore, has_our_types: bool, topics: InputTopics,
-                 engine):
+    def __init__(self, config: EvaluationConfig, reader, typestore, has_our_types: bool, topics: InputTopics,
+                 engine, warnings: list[str]):
         self.config = config
         self.reader = reader
         self.typestore = typestore
         self.has_our_types = has_our_types
         self.topics = topics
         self.engine = engine
-        self.depth_kind = engine.depth_output_kind if "depth" in config.tasks else None
+        self.depth_kind = engine.depth_output_kind if "depth" in config.model.tasks else None
         self.tolerance_ns = int(round(config.stamp_tolerance * 1e9))
         self.label_map = load_label_map(config.gt_label_map) if config.gt_label_map else None
         self.writer: bag_io.PredictionWriter | None = None
 
         self.frames: list[dict] = []
-        self.depth_per_frame = []
+        self.depth_sums = DepthMetricSums()
         self.confusion = ConfusionMatrix()
         self.histogram = DepthErrorHistogram(config.min_depth, config.max_depth)
         self.samples: list[dict] = []
@@ -153,18 +140,25 @@ class Evaluation:
              "depth_ground_truth_undecodable", "depth_not_evaluable", "labels_evaluated",
              "labels_no_ground_truth", "labels_ground_truth_undecodable", "pending_at_interrupt"),
             0)
+        self.undecodable_reasons: collections.Counter = collections.Counter()
         self.timing = {"decode_ms": 0.0, "preprocess_ms": 0.0, "inference_ms": 0.0,
                        "postprocess_ms": 0.0, "evaluate_ms": 0.0, "write_ms": 0.0}
         self.interrupted = False
         self.stop_requested = False
         self.wall_s = 0.0
-        self.warnings: list[str] = []
+        self.warnings = warnings
 
         self.gt_depth_index = self.gt_labels_index = None
         self.camera_infos: bag_io.StampIndex | None = None
         self._camera_info_msgs: dict[int, object] = {}
 
     # -- preparation ------------------------------------------------------------------------
+
+    def warn(self, message: str) -> None:
+        """A problem that costs some outputs but not the run: said once, and kept in report.json."""
+        if message not in self.warnings:
+            print(f"evaluate_bag: warning: {message}", file=sys.stderr)
+            self.warnings.append(message)
 
     def index_ground_truth(self) -> None:
         """Stamp indexes of the ground-truth topics; camera infos are small and kept whole."""
@@ -182,15 +176,12 @@ class Evaluation:
                 self.camera_infos.add(stamp, stamp)
                 self._camera_info_msgs[stamp] = msg
 
-    def start_time_ns(self) -> int:
-        return self.reader.start_time + int(round(self.config.start * 1e9))
-
     def count_selected(self) -> int:
         """How many images the run will take (for the progress bar's total and ETA)."""
         available = sum(c.msgcount for c in self.topics.image) if self.config.start == 0 else 0
         if available <= 0:  # a start offset (or no per-topic counts): count what is left
             available = sum(1 for _ in self.reader.messages(connections=self.topics.image,
-                                                            start=self.start_time_ns()))
+                                                            start=selection_start_ns(self.reader, self.config)))
         selected = -(-available // self.config.stride)
         return min(selected, self.config.max_frames) if self.config.max_frames else selected
 
@@ -219,7 +210,7 @@ class Evaluation:
         previous_handlers = self._install_stop_handlers()
         try:
             for connection, bag_time, raw in self.reader.messages(
-                    connections=connections, start=self.start_time_ns()):
+                    connections=connections, start=selection_start_ns(self.reader, config)):
                 if self.stop_requested:
                     self.interrupted = True
                     break
@@ -274,7 +265,7 @@ class Evaluation:
         return previous
 
     def _decode(self, frame: Frame, connection, raw) -> bool:
-        from .image_codec import compressed_to_rgb, image_to_rgb
+        from dpt_ros.image_codec import compressed_to_rgb, image_to_rgb
 
         begin = time.perf_counter()
         try:
@@ -285,23 +276,58 @@ class Evaluation:
             # An owned, writable copy: the decoded view aliases the read-only bag buffer.
             frame.rgb = np.array(decode(msg), copy=True, order="C")
         except Exception as exc:  # corrupt CDR, unknown encoding, truncated data, bad JPEG ...
+            reason = f"{type(exc).__name__}: {exc}"
             self.counts["undecodable"] += 1
+            self.undecodable_reasons[reason] += 1
             frame.record = {"index": frame.index, "bag_time_ns": frame.bag_time,
-                            "stamp_ns": frame.stamp or None, "status": "undecodable",
-                            "error": f"{type(exc).__name__}: {exc}"}
+                            "stamp_ns": frame.stamp or None, "status": "undecodable", "error": reason}
             return False
         frame.decode_ms = (time.perf_counter() - begin) * 1e3
         self.timing["decode_ms"] += frame.decode_ms
+        self._attach_camera(frame)
         return True
 
+    def _attach_camera(self, frame: Frame) -> None:
+        """The frame's camera_info (the nearest in stamp: intrinsics rarely change) and its
+        intrinsics at the image's size, as dpt_node's camera model computes them."""
+        from dpt_ros.geometry import camera_intrinsics, has_distortion
+
+        if self.camera_infos is None or not len(self.camera_infos):
+            return
+        nearest, _ = self.camera_infos.nearest(frame.stamp)
+        info = self._camera_info_msgs[nearest]
+        height, width = frame.rgb.shape[:2]
+        try:
+            frame.intrinsics = Intrinsics(*camera_intrinsics(info, height, width))
+        except ValueError as exc:
+            self.warn(f"no point cloud or depth/camera_info where camera_info does not fit the image: {exc}")
+            return
+        frame.camera_info = info
+        if has_distortion(info):
+            self.warn("camera_info has distortion coefficients: the images are not rectified, so cloud "
+                      "points are slightly off where the lens distorts")
+
+    def _request(self, frame: Frame) -> OutputRequest:
+        """What to compute for a frame: what the evaluation scores and the output bag holds."""
+        metric = self.config.metric_depth
+        return OutputRequest(
+            depth_metric=metric, depth_relative=self.depth_kind == "relative_inverse_depth",
+            labels="segmentation" in self.config.model.tasks,
+            cloud=self.writer is not None and metric and frame.intrinsics is not None)
+
     def _process_batch(self, batch: list[Frame], progress, after_frame) -> None:
-        results = self.engine.infer([f.rgb for f in batch])
-        for frame, result in zip(batch, results):
-            # Frames of one infer call share its stage timings: each is charged an equal share.
-            frame.timings_ms = {k: float(v) / len(batch) for k, v in result.timings_ms.items()}
+        outputs = process_frames(self.engine, [f.rgb for f in batch], self.config.pipeline,
+                                 [self._request(f) for f in batch], [f.intrinsics for f in batch])
+        for frame, frame_outputs in zip(batch, outputs):
+            # As in dpt_node's stats: frames of one forward pass share its pre-processing and
+            # inference time; post-processing is each frame's own.
+            timings = frame_outputs.timings_ms
+            frame.timings_ms = {"preprocess": timings.get("preprocess", 0.0) / len(batch),
+                                "inference": timings.get("inference", 0.0) / len(batch),
+                                "postprocess": timings.get("postprocess", 0.0)}
             frame.batch_size = len(batch)
-            for key in ("preprocess", "inference", "postprocess"):
-                self.timing[key + "_ms"] += frame.timings_ms.get(key, 0.0)
+            for key, value in frame.timings_ms.items():
+                self.timing[key + "_ms"] += value
             height, width = frame.rgb.shape[:2]
             frame.record = {"index": frame.index, "bag_time_ns": frame.bag_time,
                             "stamp_ns": frame.stamp, "status": "processed",
@@ -309,16 +335,16 @@ class Evaluation:
                             "timings_ms": frame.timings_ms}
             begin = time.perf_counter()
             sample = {"index": frame.index, "image": frame.rgb} if frame.index in self.sample_indices else None
-            if result.depth is not None:
-                self._evaluate_depth(frame, result.depth, sample)
-            if result.labels is not None:
-                self._evaluate_labels(frame, result.labels, sample)
+            if self.depth_kind is not None:
+                self._evaluate_depth(frame, frame_outputs, sample)
+            if frame_outputs.labels is not None:
+                self._evaluate_labels(frame, frame_outputs.labels, sample)
             self.timing["evaluate_ms"] += (time.perf_counter() - begin) * 1e3
             if sample is not None:
                 self.samples.append(sample)
             if self.writer is not None:
                 begin = time.perf_counter()
-                self._write_outputs(frame, result)
+                self._write_outputs(frame, frame_outputs)
                 self.timing["write_ms"] += (time.perf_counter() - begin) * 1e3
             self.counts["processed"] += 1
             self._finish(frame, progress, after_frame)
@@ -333,59 +359,57 @@ class Evaluation:
 
     # -- evaluation --------------------------------------------------------------------------
 
-    def _ground_truth(self, index, connections, stamp: int, kind: str):
-        """The ground-truth message matched to ``stamp``, or None (and the reason counted)."""
+    def _ground_truth(self, index, connections, stamp: int, kind: str, decode):
+        """``decode(message)`` of the ground truth matched to ``stamp``; None (and the reason
+        counted) when there is none within the tolerance or it cannot be read."""
         match = index.nearest(stamp, self.tolerance_ns) if index is not None else None
         if match is None:
             self.counts[f"{kind}_no_ground_truth"] += 1
             return None
         gt_stamp, bag_time = match
         try:
-            return bag_io.read_message_at(self.reader, connections, self.typestore, bag_time,
-                                          gt_stamp)
-        except Exception:
+            return decode(bag_io.read_message_at(self.reader, connections, self.typestore, bag_time, gt_stamp))
+        except Exception:  # corrupt CDR, unknown encoding, truncated data ...
             self.counts[f"{kind}_ground_truth_undecodable"] += 1
             return None
 
-    def _evaluate_depth(self, frame: Frame, prediction: np.ndarray, sample: dict | None) -> None:
-        from .image_codec import depth_image_to_metres
+    def _evaluate_depth(self, frame: Frame, outputs, sample: dict | None) -> None:
+        """Score the depth the run publishes: metric depth as dpt_node computes it, or the
+        relative output aligned to the ground truth (``--alignment scale-shift``)."""
+        from dpt_ros.image_codec import depth_image_to_metres
 
+        metric_output = outputs.depth_metric is not None
         if sample is not None:
-            sample["prediction"] = prediction
-            sample["prediction_kind"] = self.depth_kind
+            sample["prediction"] = outputs.depth_metric if metric_output else outputs.depth_relative
+            sample["prediction_kind"] = "metric_depth" if metric_output else "relative_inverse_depth"
         if self.topics.gt_depth is None:
             return
-        msg = self._ground_truth(self.gt_depth_index, self.topics.gt_depth, frame.stamp, "depth")
-        if msg is None:
-            return
-        try:
-            gt = depth_image_to_metres(msg)
-        except Exception:
-            self.counts["depth_ground_truth_undecodable"] += 1
+        gt = self._ground_truth(self.gt_depth_index, self.topics.gt_depth, frame.stamp, "depth",
+                                depth_image_to_metres)
+        if gt is None:
             return
         config = self.config
-        prediction = _resize(prediction, gt.shape, nearest=False)
-        valid = valid_depth_mask(gt, config.min_depth, config.max_depth)
         record = frame.record
         try:
             if config.alignment == ALIGNMENT_SCALE_SHIFT:
-                inverse = prediction if self.depth_kind == "relative_inverse_depth" else _invert(prediction)
-                metric, scale, shift = align_inverse_depth_to_metric(inverse, gt, valid,
-                                                                     config.max_depth)
+                inverse = (outputs.depth_relative if outputs.depth_relative is not None
+                           else _invert(outputs.depth_metric))
+                valid = valid_depth_mask(gt, config.min_depth, config.max_depth)
+                metric, scale, shift = align_inverse_depth_to_metric(
+                    _resize(inverse, gt.shape, nearest=False), gt, valid, config.max_depth)
                 record["alignment"] = {"scale": scale, "shift": shift}
             else:
-                metric = prediction
+                metric = _resize(outputs.depth_metric, gt.shape, nearest=False)
         except AlignmentError as exc:
             self.counts["depth_not_evaluable"] += 1
             record["depth_error"] = str(exc)
             return
-        metrics = depth_metrics(metric, gt, config.min_depth, config.max_depth)
+        metrics = self.depth_sums.add(metric, gt, config.min_depth, config.max_depth)
         if metrics is None:
             self.counts["depth_not_evaluable"] += 1
             record["depth_error"] = "no valid ground-truth pixel in range"
             return
         self.counts["depth_evaluated"] += 1
-        self.depth_per_frame.append(metrics)
         self.histogram.add(metric, gt)
         record["depth"] = metrics.as_dict()
         if sample is not None:
@@ -393,20 +417,17 @@ class Evaluation:
             sample["gt_depth"] = gt
 
     def _evaluate_labels(self, frame: Frame, labels: np.ndarray, sample: dict | None) -> None:
-        from .image_codec import labels_image_to_array
+        from dpt_ros.image_codec import labels_image_to_array
 
         if sample is not None:
             sample["labels"] = labels
         if self.topics.gt_labels is None:
             return
-        msg = self._ground_truth(self.gt_labels_index, self.topics.gt_labels, frame.stamp, "labels")
-        if msg is None:
-            return
-        try:
-            gt = remap_ground_truth_labels(labels_image_to_array(msg), self.label_map,
-                                           self.config.gt_label_offset)
-        except Exception:
-            self.counts["labels_ground_truth_undecodable"] += 1
+        gt = self._ground_truth(
+            self.gt_labels_index, self.topics.gt_labels, frame.stamp, "labels",
+            lambda msg: remap_ground_truth_labels(labels_image_to_array(msg), self.label_map,
+                                                  self.config.gt_label_offset))
+        if gt is None:
             return
         labels = _resize(labels, gt.shape, nearest=True)
         frame_confusion = ConfusionMatrix()
@@ -423,100 +444,103 @@ class Evaluation:
     # -- output bag --------------------------------------------------------------------------
 
     def open_output(self, storage: str) -> None:
+        from dpt_ros.model_config import segmentation_variant_for
+
         bag = bag_io.BagWriter(self.config.output_bag, storage, self.typestore).open()
         self.writer = bag_io.PredictionWriter(bag, self.config.output_prefix, self.has_our_types)
         if not self.has_our_types:
-            self.warnings.append("dpt_ros message definitions not found: no stats/label_info topics")
-        if "segmentation" in self.config.tasks:
-            self.writer.write_label_info(self.config.variant, self.reader.start_time)
+            self.warn("dpt_ros message definitions not found: no stats/label_info topics")
+        model = self.config.model
+        if "segmentation" in model.tasks:
+            self.writer.write_label_info(model.segmentation_variant or segmentation_variant_for(model.variant),
+                                         self.reader.start_time)
 
     def close_output(self) -> None:
         if self.writer is not None:
             self.writer.bag.close()
 
-    def _write_outputs(self, frame: Frame, result) -> None:
+    def _write_outputs(self, frame: Frame, outputs) -> None:
+        """The frame's outputs as dpt_node publishes them, logged at the input image's recording
+        time: the output bag keeps the input's one time base whatever the camera stamps."""
         begin = time.perf_counter()
-        header = self.writer.header(frame.stamp, frame.frame_id)
-        stamp = frame.stamp
-        metric = self.depth_kind == "metric_depth"
-        if result.depth is not None:
-            self.writer.write_depth(result.depth, metric, header, stamp)
-        if result.labels is not None:
-            self.writer.write_labels(result.labels, header, stamp)
-        camera_info = self._camera_info(frame.stamp)
-        if camera_info is not None and result.depth is not None:
-            self.writer.write_camera_info(camera_info, header, stamp)
-            intrinsics = self._intrinsics(camera_info, result.depth.shape)
-            if metric and intrinsics is not None:
-                self.writer.write_points(result.depth, intrinsics, frame.rgb, result.labels,
-                                         header, stamp)
-        self._write_stats(frame, header, (time.perf_counter() - begin) * 1e3)
+        writer, time_ns = self.writer, frame.bag_time
+        header = writer.header(frame.stamp, frame.frame_id)
+        if outputs.depth_metric is not None:
+            writer.write_image("depth/image", outputs.depth_metric, "32FC1", header, time_ns)
+            if frame.camera_info is not None:
+                writer.write_camera_info(frame.camera_info, header, time_ns)
+        if outputs.depth_relative is not None:
+            writer.write_image("depth/relative", outputs.depth_relative, "32FC1", header, time_ns)
+        if outputs.labels is not None:
+            writer.write_image("segmentation/labels", outputs.labels, "mono8", header, time_ns)
+        if outputs.cloud is not None:
+            writer.write_points(outputs.cloud, header, time_ns)
+        self._write_stats(frame, outputs, header, (time.perf_counter() - begin) * 1e3)
 
-    def _camera_info(self, stamp: int):
-        if self.camera_infos is None or not len(self.camera_infos):
-            return None
-        # Intrinsics rarely change: the nearest CameraInfo is used whatever its stamp distance.
-        nearest, _ = self.camera_infos.nearest(stamp)
-        return self._camera_info_msgs[nearest]
-
-    def _intrinsics(self, camera_info, shape):
-        """(fx, fy, cx, cy) for an image of ``shape``; None (and a warning) if uncalibrated."""
-        from .geometry import intrinsics_from_projection
-
-        try:
-            return intrinsics_from_projection(
-                camera_info.p, from_size=(camera_info.height, camera_info.width), to_size=shape)
-        except ValueError as exc:
-            message = f"no point clouds: {exc}"
-            if message not in self.warnings:
-                self.warnings.append(message)
-            return None
-
-    def _write_stats(self, frame: Frame, header, publish_ms: float) -> None:
+    def _write_stats(self, frame: Frame, outputs, header, publish_ms: float) -> None:
         height, width = frame.rgb.shape[:2]
-        task = "depth" if "depth" in self.config.tasks else "segmentation"
-        net_h, net_w = self.engine.network_size(height, width, task)
+        net_h, net_w = outputs.network_size
         timings = frame.timings_ms
-        parts = [frame.decode_ms, timings.get("preprocess", 0.0), timings.get("inference", 0.0),
-                 timings.get("postprocess", 0.0), publish_ms]
+        parts = [frame.decode_ms, timings["preprocess"], timings["inference"], timings["postprocess"], publish_ms]
         self.writer.write_stats(
-            header, frame.stamp, model_variant=self.config.variant,
+            header, frame.bag_time, model_variant=self.config.model.variant,
             device=str(self.engine.device), precision=str(self.engine.precision),
             input_width=width, input_height=height, network_width=int(net_w),
             network_height=int(net_h), batch_size=frame.batch_size, decode_ms=parts[0], preprocess_ms=parts[1],
             inference_ms=parts[2], postprocess_ms=parts[3], publish_ms=parts[4],
             total_ms=float(sum(parts)), frames_received=self.counts["selected"],
             frames_processed=self.counts["processed"] + 1, frames_dropped=0,
-            frames_rejected=self.counts["undecodable"])
+            frames_rejected=self.counts["undecodable"], frames_failed=0)
 
     # -- summary -----------------------------------------------------------------------------
 
+    def outcome(self) -> str:
+        if self.interrupted:
+            return OUTCOME_INTERRUPTED
+        return OUTCOME_COMPLETE if self.counts["processed"] else OUTCOME_NO_FRAME
+
+    def empty_selection(self) -> str | None:
+        """Why no image was selected at all, or None when some were."""
+        if self.counts["selected"] or self.interrupted:
+            return None
+        available = sum(c.msgcount for c in self.topics.image)
+        return (f"no message on {self.config.image_topic} at or after --start {self.config.start:g} s "
+                f"(the bag holds {available} on it, recorded over "
+                f"{(self.reader.end_time - self.reader.start_time) / 1e9:.3f} s)")
+
     def summary(self) -> dict:
-        """Aggregate numbers for report.json (per-frame records are in ``self.frames``)."""
+        """Aggregate numbers for report.json (per-frame records are in ``self.frames``).
+
+        ``sums`` holds what adds up across runs (a fleet report over many bags merges them with
+        DepthMetricSums / DepthErrorHistogram / ConfusionMatrix ``from_json`` and ``merge``)."""
         processed = self.counts["processed"]
-        aggregate_depth = mean_depth_metrics(self.depth_per_frame)
+        frame_mean = self.depth_sums.frame_mean()
+        pixel_mean = self.depth_sums.pixel_mean()
         segmentation = self.confusion.metrics()
-        timing = {k: v for k, v in self.timing.items()}
+        timing = dict(self.timing)
         timing["wall_s"] = self.wall_s
         timing["frames_per_second"] = processed / self.wall_s if self.wall_s > 0 else None
         timing["mean_ms_per_frame"] = {
             k: (v / processed if processed else None) for k, v in self.timing.items()}
+        shown = self.histogram.over_data()
         return {
+            "outcome": self.outcome(),
             "interrupted": self.interrupted,
             "counts": dict(self.counts),
+            "undecodable_reasons": dict(self.undecodable_reasons),
+            "empty_selection": self.empty_selection(),
             "depth_output_kind": self.depth_kind,
             "alignment": self.config.alignment if self.depth_kind else None,
-            "depth": aggregate_depth.as_dict() if aggregate_depth else None,
+            "depth": frame_mean.as_dict() if frame_mean else None,
+            "depth_pixel_weighted": pixel_mean.as_dict() if pixel_mean else None,
             "segmentation": segmentation.as_dict() if segmentation else None,
-            "confusion_matrix": {"num_classes": self.confusion.num_classes,
-                                 "entries_gt_pred_count": self.confusion.nonzero_entries(),
-                                 "unpredicted": self.confusion.unpredicted.tolist()}
-            if self.counts["labels_evaluated"] else None,
-            "depth_error_histogram": {"edges_m": self.histogram.edges.tolist(),
-                                      "pixels": self.histogram.counts.tolist(),
+            "depth_error_histogram": {"edges_m": shown.edges.tolist(), "pixels": shown.counts.tolist(),
                                       "mean_abs_rel": [None if math.isnan(v) else float(v)
-                                                       for v in self.histogram.mean_abs_rel()]}
+                                                       for v in shown.mean_abs_rel()]}
             if self.counts["depth_evaluated"] else None,
+            "sums": {"depth": self.depth_sums.to_json(),
+                     "depth_error_histogram": self.histogram.to_json(),
+                     "confusion_matrix": self.confusion.to_json()},
             "output_topics": dict(self.writer.bag.counts) if self.writer is not None else None,
             "timing": timing,
             "warnings": self.warnings,
@@ -545,7 +569,7 @@ def _invert(depth: np.ndarray) -> np.ndarray:
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from dpt_ros import __version__
 
     found = {"dpt_ros": __version__, "python": sys.version.split()[0]}
     for package in ("torch", "timm", "rosbags", "numpy"):
@@ -556,38 +580,35 @@ def versions() -> dict:
     return found
 
 
-def build_engine(config: Config):
-    from .inference import InferenceEngine
+def evaluate(config: EvaluationConfig, engine=None, after_frame=None) -> dict:
+    """Run one evaluation and write its outputs; returns the report dictionary (report.json).
 
-    return InferenceEngine.from_variant(
-        config.variant, tasks=config.tasks,
-        weights=config.weights if "depth" in config.tasks else config.segmentation_weights,
-        segmentation_weights=config.segmentation_weights if "depth" in config.tasks else None,
-        device=config.device, precision=config.precision)
-
-
-def evaluate(config: Config, engine=None, after_frame=None) -> dict:
-    """Run one evaluation and write its outputs; returns the report dictionary.
-
-    Raises EvaluationError (and bag_io.BagError) for unusable input before any work starts.
+    Before any work (before the model is built) this raises EvaluationError or bag_io.BagError
+    for a configuration or input that cannot work: invalid settings, an unreadable bag, missing
+    topics, unwritable output locations, an image encoding that cannot be decoded; then
+    dpt_ros.model_config.ModelLoadError if the model cannot be built.  ``engine`` replaces the
+    model (tests); ``after_frame(record)`` is called after each frame.  A run that processed no
+    frame returns a report whose "outcome" says so.
     """
-    from rosbags.rosbag2 import Reader
+    from dpt_ros.model_config import build_engine, describe_compile
 
-    from .model.errors import WeightsError
-
+    config = config.resolved()
     storage = bag_io.bag_storage(config.input_bag)
     typestore, has_our_types = bag_io.make_typestore()
-    with Reader(config.input_bag) as reader:
+    reader = bag_io.open_reader(config.input_bag)
+    try:
         topics = InputTopics.resolve(reader, config)
         bag_io.check_copyable(topics.copy, typestore)
+        config.check_output_locations()
+        refuse_unsupported_encoding(reader, topics, typestore, config)
+        warnings: list[str] = []
         if engine is None:
-            try:
-                engine = build_engine(config)
-            except (ValueError, RuntimeError) as exc:
-                if isinstance(exc, WeightsError):
-                    raise
-                raise EvaluationError(f"cannot set up the {config.variant} model: {exc}") from exc
-        evaluation = Evaluation(config, reader, typestore, has_our_types, topics, engine)
+            def warn(message: str) -> None:
+                print(f"evaluate_bag: warning: {message}", file=sys.stderr)
+                warnings.append(message)
+
+            engine = build_engine(config.model, warn)
+        evaluation = Evaluation(config, reader, typestore, has_our_types, topics, engine, warnings)
         evaluation.index_ground_truth()
         total = evaluation.count_selected()
         evaluation.choose_samples(total)
@@ -615,12 +636,13 @@ def evaluate(config: Config, engine=None, after_frame=None) -> dict:
                               "image_type": topics.image[0].msgtype,
                               "engine": {"device": str(engine.device),
                                          "precision": str(engine.precision),
+                                         "compile": describe_compile(engine),
                                          "depth_output_kind": evaluation.depth_kind}},
                     **evaluation.summary(),
                     "frames": evaluation.frames,
                 }
                 if config.report_dir is not None:
-                    from .report import write_report
+                    from dpt_ros.evaluation.report import write_report
 
                     write_report(report, config.report_dir, samples=evaluation.samples,
                                  min_depth=config.min_depth, max_depth=config.max_depth,
@@ -628,6 +650,8 @@ def evaluate(config: Config, engine=None, after_frame=None) -> dict:
                                  if evaluation.counts["labels_evaluated"] else None)
             finally:
                 _restore_sigint(previous)
+    finally:
+        reader.close()
     return report
 
 
