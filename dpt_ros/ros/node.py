@@ -57,7 +57,7 @@ class DptNode(LifecycleNode):
         self._model = ModelHolder(lambda config: build_engine(config, self.get_logger().warning))
         self._cameras = [CameraInput(self, name, self._condition, self._input_settings, self.get_logger())
                          for name in (camera_names or [""])]
-        self._outputs: list[CameraOutputs] = []
+        self._outputs: dict[CameraInput, CameraOutputs] = {}  # created on configure
         self._worker: Worker | None = None
         self._state = "unconfigured"
         self._load_error = ""
@@ -94,7 +94,7 @@ class DptNode(LifecycleNode):
             f"{time.monotonic() - started:.1f} s; depth output: {engine.depth_output_kind}; "
             f"forward: {describe_compile(engine)}")
         out_qos = qos_profile(value_of(self, "qos.output.reliability"), value_of(self, "qos.output.depth"))
-        self._outputs = [CameraOutputs(self, camera.prefix, out_qos) for camera in self._cameras]
+        self._outputs = {camera: CameraOutputs(self, camera.prefix, out_qos) for camera in self._cameras}
         self._publish_label_info()
         self._worker = Worker(self._cameras, self._condition, self._process_batch, self._apply_reload,
                               lambda: value_of(self, "max_rate_hz"), self.get_logger())
@@ -139,9 +139,9 @@ class DptNode(LifecycleNode):
         if self._worker is not None:
             self._worker.stop(timeout)
             self._worker = None
-        for outputs in self._outputs:
+        for outputs in self._outputs.values():
             outputs.destroy()
-        self._outputs = []
+        self._outputs = {}
         self._model.release()
         self._state = "unconfigured"
 
@@ -258,7 +258,7 @@ class DptNode(LifecycleNode):
         cloud_enabled, colored = value_of(self, "cloud.enabled"), value_of(self, "colored.enabled")
         requests, models = [], []
         for camera, frame, rgb, _ in frames:
-            outputs = self._outputs[self._cameras.index(camera)]
+            outputs = self._outputs[camera]
             model = camera.camera_model(frame, *rgb.shape[:2])
             # Intrinsics only for the outputs that need them: a camera_info that does not describe
             # the image costs the cloud and depth/camera_info, never the frame.
@@ -271,7 +271,7 @@ class DptNode(LifecycleNode):
                                  [Intrinsics(*model.intrinsics()) if request.cloud else None
                                   for model, request in zip(models, requests)])
         for (camera, frame, rgb, decode_ms), model, result in zip(frames, models, results):
-            outputs = self._outputs[self._cameras.index(camera)]
+            outputs = self._outputs[camera]
             header = frame.msg.header
             started = time.perf_counter()
             info = None
@@ -313,7 +313,7 @@ class DptNode(LifecycleNode):
 
     def _on_timer(self) -> None:
         # Frames that were only rejected, failed or dropped since the last stats still show in ~/stats.
-        for camera, outputs in zip(self._cameras, self._outputs):
+        for camera, outputs in self._outputs.items():
             if camera.counters.take_changed():
                 message = self._stats_message(camera, self._model.engine, None)
                 message.header.stamp = self.get_clock().now().to_msg()
@@ -361,7 +361,7 @@ class DptNode(LifecycleNode):
         if config is None or "segmentation" not in config.tasks:
             return
         stamp = self.get_clock().now().to_msg()
-        for outputs in self._outputs:
+        for outputs in self._outputs.values():
             outputs.publish_label_info(config.segmentation_variant or config.variant, stamp)
 
 

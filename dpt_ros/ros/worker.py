@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable
 
-from dpt_ros.model_config import ModelConfig, ModelLoadError
+from dpt_ros.model_config import ModelConfig
 
 
 class ModelHolder:
@@ -88,7 +88,7 @@ class Worker:
     def _loop(self) -> None:
         while True:
             with self._condition:
-                batch, reload = self._wait_for_work()
+                reload = self._wait_for_work()
                 if not self._running:
                     return
             if reload is not None:
@@ -102,19 +102,19 @@ class Worker:
             if batch:
                 self._process(batch)
 
-    def _wait_for_work(self):
-        """Wait (holding the condition) until a frame is ready, a reload is requested or the worker
-        stops; a pending frame still waiting for its camera_info wakes it at its deadline."""
+    def _wait_for_work(self) -> ModelConfig | None:
+        """Wait (holding the condition) until a frame is ready, a reload is requested (returned) or
+        the worker stops; a pending frame still waiting for its camera_info wakes it at its deadline."""
         while self._running:
             if self._reload_request is not None:
                 reload, self._reload_request = self._reload_request, None
-                return None, reload
+                return reload
             now = time.monotonic()
             if any(camera.ready(now) for camera in self._cameras):
-                return True, None
+                return None
             deadlines = [camera.pending.deadline for camera in self._cameras if camera.pending is not None]
             self._condition.wait(timeout=min([0.5] + [max(0.0, d - now) + 1e-3 for d in deadlines]))
-        return None, None
+        return None
 
     def _wait_for_rate_limit(self) -> bool:
         """Sleep until max_rate_hz allows the next batch (newer frames keep replacing the pending
@@ -130,5 +130,3 @@ class Worker:
         self._last_start = time.monotonic()
         return True
 
-
-__all__ = ["ModelHolder", "ModelLoadError", "Worker"]
