@@ -1,20 +1,22 @@
 """dpt_node's online-alignment parameters (alignment.*): the proposed table rows (ROS-free).
 
-These rows have the form of dpt_ros.node_parameters.PARAMETERS so that the node can declare,
-validate and document them like the others (``PARAMETERS = (...) + ALIGNMENT_PARAMETERS``).
-:func:`aligner_settings` turns their values into the aligner's settings and
-:func:`alignment_problem` adds the checks that a range cannot express (the extrinsic).
+These rows are part of dpt_node's one parameter table (dpt_ros.node_parameters.PARAMETERS ends
+with them), so the node declares, validates and documents them like the others.
+:func:`aligner_settings` turns their values into the aligner's settings, :func:`sample_settings`
+into what the node needs to turn a sensor's messages into samples, and :func:`alignment_problem`
+adds the checks that a range cannot express (the extrinsic).
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 from dpt_ros.alignment import ALIGNMENT_MODES, AlignerSettings
 from dpt_ros.geometry import rigid_transform
-from dpt_ros.node_parameters import ParameterSpec
-from dpt_ros.sparse_depth import IDENTITY_EXTRINSIC
+from dpt_ros.parameter_spec import ParameterSpec
+from dpt_ros.sparse_depth import IDENTITY_EXTRINSIC, SOURCES, SampleSettings
 
-ALIGNMENT_SOURCES = ("none", "depth_image", "points")
+ALIGNMENT_SOURCES = SOURCES
 _DEFAULTS = AlignerSettings()
 
 ALIGNMENT_PARAMETERS: tuple[ParameterSpec, ...] = (
@@ -102,6 +104,18 @@ def aligner_settings(values: Mapping[str, object]) -> AlignerSettings:
                 value = float(value)
             fields[field_name] = value
     return AlignerSettings(**fields)
+
+
+def sample_settings(values: Mapping[str, object]) -> SampleSettings:
+    """SampleSettings from parameter values by name (all of alignment.registered, extrinsic,
+    stamp_tolerance, min_depth, max_depth, max_samples); max_depth 0 means no limit."""
+    max_depth = float(values["alignment.max_depth"])
+    return SampleSettings(registered=bool(values["alignment.registered"]),
+                          extrinsic=tuple(float(value) for value in values["alignment.extrinsic"]),
+                          stamp_tolerance=float(values["alignment.stamp_tolerance"]),
+                          min_depth=float(values["alignment.min_depth"]),
+                          max_depth=max_depth if max_depth > 0.0 else math.inf,
+                          max_samples=int(values["alignment.max_samples"]))
 
 
 def alignment_problem(name: str, value) -> str | None:

@@ -6,7 +6,9 @@ parameter table and the tests that check config/dpt.yaml, so they cannot drift a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from dpt_ros.alignment_parameters import ALIGNMENT_PARAMETERS, alignment_problem
+from dpt_ros.parameter_spec import ParameterSpec
 
 TASK_CHOICES = ("depth", "segmentation", "both")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -15,18 +17,6 @@ RELIABILITIES = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
 # dpt_ros.model_runner.COMPILE_MODES (not imported: this table stays free of torch).
 COMPILE_MODES = ("eager", "torch_compile", "cuda_graph")
-
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    name: str
-    default: object
-    description: str
-    # "restart": read-only, needs a restart; "reload": reloads the model; "live": next frame.
-    applies: str = "live"
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] | None = None
 
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
@@ -80,7 +70,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "Largest image accepted (width x height), checked on the message's size or the compressed "
                   "header before decoding; larger frames are rejected and counted", minimum=1, maximum=2**31 - 1),
     ParameterSpec("depth.scale", 0.0,
-                  "Relative models: inverse metres = scale*output + shift; 0 = not set (no metric depth)",
+                  "Relative models: inverse metres = scale*output + shift; 0 = not set (no metric depth); "
+                  "ignored while alignment.source is set",
                   minimum=0.0, maximum=1e6),
     ParameterSpec("depth.shift", 0.0, "Relative models: shift of the map above (inverse metres)",
                   minimum=-1e6, maximum=1e6),
@@ -103,7 +94,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "Lifecycle: false = configure and activate at start-up (a plain node); true = wait in "
                   "'unconfigured' for lifecycle transitions (configure loads the model, activate starts "
                   "processing), as Nav2 servers do", applies="restart"),
-)
+) + ALIGNMENT_PARAMETERS  # alignment.*: online alignment of relative depth to sparse metric depth
 
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 RELOAD_PARAMETERS = tuple(spec.name for spec in PARAMETERS if spec.applies == "reload")
@@ -116,8 +107,15 @@ def validate(name: str, value) -> str | None:
         return None  # not ours (use_sim_time, ...)
     if isinstance(spec.default, float):
         # Typed on the command line as `-p max_rate_hz:=10`, a double arrives as an integer.
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not _is_number(value):
             return f"{name} must be a number; got {value!r}"
+    elif isinstance(spec.default, list):
+        # A double array: rclpy hands over a list or an array.array('d'), or an integer array when
+        # typed as `-p 'name:=[0, 0, 1]'`.
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or \
+                not all(_is_number(item) for item in value):
+            return f"{name} must be a list of numbers; got {value!r}"
+        return alignment_problem(name, [float(item) for item in value])
     elif type(value) is not type(spec.default):
         return f"{name} must be a {type(spec.default).__name__}; got {value!r}"
     if spec.choices is not None and value not in spec.choices:
@@ -135,6 +133,25 @@ def validate(name: str, value) -> str | None:
 
         if value not in VARIANTS:
             return f"{name}: unknown variant {value!r}; expected one of {', '.join(sorted(VARIANTS))}"
+    return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_together(values) -> str | None:
+    """Why a set of parameter values (a mapping from name to value, all of them individually
+    valid) cannot work together, or None.  Run-time changes are checked merged into the current
+    values, so a change is refused when it would break a rule with a parameter it leaves alone."""
+    min_depth, max_depth = values.get("alignment.min_depth"), values.get("alignment.max_depth")
+    if min_depth is not None and max_depth and max_depth <= min_depth:
+        return (f"alignment.max_depth ({max_depth:g}) must be above alignment.min_depth ({min_depth:g}), "
+                "or 0 for no limit")
+    min_inliers, max_samples = values.get("alignment.fit.min_inliers"), values.get("alignment.max_samples")
+    if min_inliers is not None and max_samples is not None and min_inliers > max_samples:
+        return (f"alignment.fit.min_inliers ({min_inliers}) exceeds alignment.max_samples ({max_samples}): no fit "
+                "could ever be accepted")
     return None
 
 

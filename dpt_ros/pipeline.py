@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ class OutputRequest:
     labels: bool = True
     labels_colored: bool = False
     cloud: bool = False
+    # The depth prediction is read for online alignment (dpt_ros.alignment) even if no depth
+    # output is wanted: someone listens to depth/alignment.
+    alignment: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,24 @@ class PipelineSettings:
     # Affine map from the model's relative inverse depth to inverse metres; scale 0 = not set.
     depth_scale: float = 0.0
     depth_shift: float = 0.0
+    # True: depth_scale/depth_shift are an online alignment of this frame (dpt_ros.alignment) and
+    # map the model's inverse depth (model_inverse_depth) for any model, metric ones included (a
+    # scale_only correction); scale 0 = no usable alignment, so no metric depth even from a
+    # metric model.  Made by aligned().
+    depth_aligned: bool = False
     # Depth beyond this many metres is reported invalid (NaN); 0 = no limit.
     depth_max_range: float = 0.0
     cloud_stride: int = 1
     # Points beyond this many metres are NaN in the cloud; 0 = no limit.
     cloud_max_range: float = 0.0
     colored_alpha: float = 0.5
+
+    def aligned(self, scale_shift: tuple[float, float] | None) -> "PipelineSettings":
+        """These settings for a frame whose metric depth comes from an online alignment:
+        ``scale_shift`` of the model's inverse depth, or None when the frame has no usable
+        alignment (then it has no metric depth: no depth/image, no cloud)."""
+        scale, shift = scale_shift if scale_shift is not None else (0.0, 0.0)
+        return replace(self, depth_aligned=True, depth_scale=float(scale), depth_shift=float(shift))
 
 
 @dataclass(frozen=True)
@@ -78,7 +93,20 @@ class FrameOutputs:
 
 def metric_depth_available(depth_output_kind: str, settings: PipelineSettings) -> bool:
     """True when the node can publish depth in metres (REP 118) for this model and settings."""
+    if settings.depth_aligned:
+        return settings.depth_scale > 0.0
     return depth_output_kind == "metric_depth" or settings.depth_scale > 0.0
+
+
+def model_inverse_depth(raw, depth_output_kind: str):
+    """The model's depth output as inverse depth, the quantity scale and shift apply to: a relative
+    model's output as it is, 1 / metres of a metric model (numpy array or torch tensor)."""
+    if depth_output_kind != "metric_depth":
+        return raw
+    if isinstance(raw, torch.Tensor):
+        return raw.reciprocal()
+    with np.errstate(divide="ignore"):  # 0 m (never from the published models) becomes inf: invalid
+        return np.reciprocal(raw)
 
 
 def to_metric_depth(raw, depth_output_kind: str, settings: PipelineSettings):
@@ -88,11 +116,12 @@ def to_metric_depth(raw, depth_output_kind: str, settings: PipelineSettings):
     tensor (a float32 tensor on the same device comes back); the input is never modified."""
     is_tensor = isinstance(raw, torch.Tensor)
     xp = torch if is_tensor else np
-    if depth_output_kind == "metric_depth":
+    if depth_output_kind == "metric_depth" and not settings.depth_aligned:
         depth = raw.to(torch.float32, copy=True) if is_tensor else raw.astype(np.float32, copy=True)
     else:
-        depth = relative_to_metric(raw.to(torch.float32) if is_tensor else raw.astype(np.float32, copy=False),
-                                   settings.depth_scale, settings.depth_shift)
+        raw = raw.to(torch.float32) if is_tensor else raw.astype(np.float32, copy=False)
+        depth = relative_to_metric(model_inverse_depth(raw, depth_output_kind), settings.depth_scale,
+                                   settings.depth_shift)
         depth = depth if is_tensor else depth.astype(np.float32, copy=False)
     invalid = ~xp.isfinite(depth) | (depth <= 0.0)
     if settings.depth_max_range > 0.0:
@@ -109,7 +138,8 @@ def needed_tasks(enabled: tuple[str, ...], requests: list[OutputRequest]) -> tup
     Clouds carry a label field whenever segmentation is enabled, so a cloud needs both."""
     wanted = set()
     for request in requests:
-        if request.depth_metric or request.depth_relative or request.depth_colored or request.cloud:
+        if request.depth_metric or request.depth_relative or request.depth_colored or request.cloud \
+                or request.alignment:
             wanted.add("depth")
         if request.labels or request.labels_colored or request.cloud:
             wanted.add("segmentation")
@@ -126,11 +156,18 @@ def process_frames(engine, images: list[np.ndarray], settings: PipelineSettings,
                    requests: list[OutputRequest], intrinsics: list[Intrinsics | None]) -> list[FrameOutputs]:
     """Frames of several cameras through one engine call (batched per network size), then each
     frame's requested outputs at its own input resolution."""
+    results = infer_frames(engine, images, requests)
+    return [derive_outputs(engine, rgb, result, settings, request, camera)
+            for rgb, result, request, camera in zip(images, results, requests, intrinsics)]
+
+
+def infer_frames(engine, images: list[np.ndarray], requests: list[OutputRequest]) -> list:
+    """The first half of process_frames: one engine call for the tasks the requests need.  A
+    caller that needs the prediction before deciding a frame's settings (online alignment) runs
+    this, then derive_outputs per frame with that frame's settings."""
     # The device tensors are only needed for what is computed there: metric depth and clouds.
     on_device = derives_on_device(engine) and any(request.depth_metric or request.cloud for request in requests)
-    results = engine.infer(images, tasks=needed_tasks(engine.tasks, requests), keep_on_device=on_device)
-    return [_derive_outputs(engine, rgb, result, settings, request, camera)
-            for rgb, result, request, camera in zip(images, results, requests, intrinsics)]
+    return engine.infer(images, tasks=needed_tasks(engine.tasks, requests), keep_on_device=on_device)
 
 
 def derives_on_device(engine) -> bool:
@@ -139,8 +176,9 @@ def derives_on_device(engine) -> bool:
     return engine.device.type != "cpu"
 
 
-def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: OutputRequest,
-                    intrinsics: Intrinsics | None) -> FrameOutputs:
+def derive_outputs(engine, rgb, result, settings: PipelineSettings, request: OutputRequest,
+                   intrinsics: Intrinsics | None) -> FrameOutputs:
+    """The second half of process_frames: one frame's requested outputs from its engine result."""
     outputs = FrameOutputs(timings_ms=dict(result.timings_ms))
     if result.depth is not None:
         outputs.network_size = engine.network_size(rgb.shape[0], rgb.shape[1], "depth")

@@ -257,3 +257,52 @@ def _projected(points: np.ndarray, camera, image_size, min_depth: float, max_dep
     if spaced is not None:
         keep = keep[spaced]
     return DepthSamples(u[keep], v[keep], z[keep], image_size, available=available)
+
+
+# ------------------------------------------------------------------------------------------------
+# One sensor message -> samples, as dpt_node's alignment.source says
+# ------------------------------------------------------------------------------------------------
+
+SOURCES = ("none", "depth_image", "points")
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How one sensor message becomes samples (dpt_node's alignment.* values beyond the aligner's)."""
+
+    registered: bool = True        # depth_image source: registered to the camera (else reprojected)
+    extrinsic: tuple = IDENTITY_EXTRINSIC  # x y z qx qy qz qw of the sensor frame in the camera's optical frame
+    stamp_tolerance: float = 0.05  # seconds between the image and the message it is aligned to
+    min_depth: float = 0.0         # metres; depths at or below are ignored
+    max_depth: float = math.inf    # metres; depths beyond are ignored
+    max_samples: int = DEFAULT_MAX_SAMPLES
+
+    def uses_extrinsic(self, source: str) -> bool:
+        """Whether the sensor's pose in the camera frame takes part (all but a registered image)."""
+        return not (source == "depth_image" and self.registered)
+
+
+def samples_from_message(source: str, message, settings: SampleSettings, image_size: tuple[int, int],
+                         camera=None, depth_camera=None, extrinsic=None) -> DepthSamples:
+    """Samples of one sensor message for a camera image of ``image_size`` = (height, width).
+
+    ``source`` is "depth_image" (an Image-like message: registered, or reprojected through
+    ``depth_camera``, its CameraInfo, when ``settings.registered`` is false) or "points" (a
+    PointCloud2-like message).  ``camera``: our intrinsics (a CameraInfo-like message, an
+    Intrinsics or (fx, fy, cx, cy)), needed for everything but a registered image; ``extrinsic``:
+    the sensor's pose in our optical frame (default ``settings.extrinsic``; the node passes TF's).
+    Raises ValueError saying what is missing or wrong."""
+    kwargs = dict(max_samples=settings.max_samples, min_depth=settings.min_depth, max_depth=settings.max_depth)
+    extrinsic = settings.extrinsic if extrinsic is None else extrinsic
+    if source == "depth_image" and settings.registered:
+        return registered_depth_samples(message, image_size, **kwargs)
+    if camera is None:
+        raise ValueError("the image has no usable camera_info: samples cannot be projected into it")
+    if source == "depth_image":
+        if depth_camera is None:
+            raise ValueError("no camera_info for the depth image yet: it cannot be reprojected (or set it "
+                             "registered)")
+        return reprojected_depth_samples(message, depth_camera, camera, image_size, extrinsic, **kwargs)
+    if source == "points":
+        return point_samples(message, camera, image_size, extrinsic, **kwargs)
+    raise ValueError(f"unknown alignment source {source!r}; expected depth_image or points")

@@ -32,7 +32,8 @@ LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
 # launch time.
 ARGUMENTS = {
     'params_file': (None, 'YAML parameter file of dpt_node (default: the installed config/dpt.yaml; '
-                          'examples: config/metric_outdoor.yaml, config/indoor.yaml, config/multi_camera.yaml)'),
+                          'examples: config/metric_outdoor.yaml, config/indoor.yaml, config/multi_camera.yaml, '
+                          'config/lidar_aligned.yaml, config/rgbd_aligned.yaml)'),
     'namespace': ('', "namespace of the node(s), e.g. a camera's name: topics become <namespace>/..."),
     'image': ('image', 'input image topic (sensor_msgs/Image); <image>/compressed for the compressed '
                        'transport (one camera only; with cameras, each reads <camera>/image)'),

@@ -1,8 +1,10 @@
-"""The proposed alignment.* parameters: they agree with the aligner, and the example files
+"""The alignment.* parameters: rows of dpt_node's table that agree with the aligner, their
+validation (the extrinsic, rules between parameters), and the example files
 config/lidar_aligned.yaml and config/rgbd_aligned.yaml use them with valid values.
 
-Values are checked with dpt_node's own validation (node_parameters.validate) after adding the
-alignment rows to its table, as the node will once it declares them."""
+(config/dpt.yaml and rcl's reading of every file are checked with the other parameters in
+test_install_layout.py.)"""
+import array
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,8 @@ import yaml
 
 from dpt_ros import node_parameters as params
 from dpt_ros.alignment import AlignerSettings
-from dpt_ros.alignment_parameters import ALIGNMENT_PARAMETERS, aligner_settings, alignment_problem
+from dpt_ros.alignment_parameters import ALIGNMENT_PARAMETERS, aligner_settings, alignment_problem, sample_settings
+from dpt_ros.sparse_depth import SampleSettings
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -21,14 +24,6 @@ EXAMPLES = {
     "rgbd_aligned.yaml": {"alignment.source": "depth_image", "alignment.registered": True,
                           "model.variant": "dpt_hybrid", "alignment.max_depth": 4.0},
 }
-
-
-@pytest.fixture
-def node_table(monkeypatch):
-    """node_parameters' lookup table with the alignment rows added."""
-    for spec in ALIGNMENT_PARAMETERS:
-        monkeypatch.setitem(params.PARAMETERS_BY_NAME, spec.name, spec)
-    return params.PARAMETERS_BY_NAME
 
 
 def flatten(tree, prefix=""):
@@ -47,9 +42,10 @@ def load_parameters(path):
     return flatten(document["/**"]["ros__parameters"])
 
 
-def test_defaults_are_the_aligners_and_valid(node_table):
-    names = [spec.name for spec in ALIGNMENT_PARAMETERS]
-    assert len(names) == len(set(names)) and not set(names) & {spec.name for spec in params.PARAMETERS}
+def test_the_rows_are_in_the_node_table_once_with_the_aligners_defaults():
+    names = [spec.name for spec in params.PARAMETERS]
+    assert len(names) == len(set(names))
+    assert params.PARAMETERS[-len(ALIGNMENT_PARAMETERS):] == ALIGNMENT_PARAMETERS
     assert aligner_settings({spec.name: spec.default for spec in ALIGNMENT_PARAMETERS}) == AlignerSettings()
     for spec in ALIGNMENT_PARAMETERS:
         assert params.validate(spec.name, spec.default) is None, spec.name
@@ -82,41 +78,72 @@ def test_extrinsic_problems_are_explained():
     assert "not a rotation" in alignment_problem("alignment.extrinsic", [0.0] * 7)
 
 
+@pytest.mark.parametrize("value", [
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    [0, 0, 1, 0, 0, 0, 1],                                 # `-p 'alignment.extrinsic:=[0, 0, 1, 0, 0, 0, 1]'`
+    array.array("d", [0.1, 0.0, 0.0, 0.5, -0.5, 0.5, 0.5]),  # what rclpy hands over for a double array
+])
+def test_the_node_accepts_an_extrinsic_as_a_list_an_integer_list_or_a_double_array(value):
+    assert params.validate("alignment.extrinsic", value) is None
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("0 0 0 0 0 0 1", "must be a list of numbers"),
+    (["0", "0", "0", "0", "0", "0", "1"], "must be a list of numbers"),
+    ([True] * 7, "must be a list of numbers"),
+    ([0.0, 0.0, 1.0], "7 finite numbers"),
+    ([0.0] * 7, "not a rotation"),
+])
+def test_the_node_refuses_a_bad_extrinsic_with_the_reason(value, fragment):
+    assert fragment in params.validate("alignment.extrinsic", value)
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("alignment.source", "lidar", "alignment.source must be one of none, depth_image, points"),
+    ("alignment.mode", "affine", "alignment.mode must be one of full, scale_only"),
+    ("alignment.timeout", -1.0, ">= 0.0"),
+    ("alignment.fit.min_inliers", 1, ">= 2"),
+    ("alignment.registered", "yes", "must be a bool"),
+])
+def test_bad_alignment_values_are_refused_with_the_reason(name, value, fragment):
+    assert fragment in params.validate(name, value)
+
+
+def defaults(**changes):
+    values = {spec.name: spec.default for spec in params.PARAMETERS}
+    values.update(changes)
+    return values
+
+
+def test_rules_between_alignment_parameters():
+    assert params.validate_together(defaults()) is None
+    assert params.validate_together(defaults(**{"alignment.min_depth": 0.5, "alignment.max_depth": 0.0})) is None
+    assert "alignment.max_depth (0.5) must be above alignment.min_depth (0.5)" in params.validate_together(
+        defaults(**{"alignment.min_depth": 0.5, "alignment.max_depth": 0.5}))
+    assert "alignment.fit.min_inliers (100) exceeds alignment.max_samples (50)" in params.validate_together(
+        defaults(**{"alignment.fit.min_inliers": 100, "alignment.max_samples": 50}))
+
+
+def test_sample_settings_from_the_parameters():
+    assert sample_settings(defaults()) == SampleSettings(min_depth=0.1)  # max_depth 0 = no limit
+    settings = sample_settings(defaults(**{"alignment.extrinsic": [0, 0, 1, 0, 0, 0, 1], "alignment.max_depth": 4,
+                                           "alignment.registered": False, "alignment.max_samples": 100}))
+    assert settings.extrinsic == (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0) and settings.max_depth == 4.0
+    assert not settings.registered and settings.max_samples == 100
+    assert settings.uses_extrinsic("depth_image") and settings.uses_extrinsic("points")
+    assert not sample_settings(defaults()).uses_extrinsic("depth_image")
+
+
 @pytest.mark.parametrize("file_name", sorted(EXAMPLES))
-def test_example_files_set_valid_alignment_parameters(file_name, node_table):
+def test_example_files_set_valid_alignment_parameters(file_name):
     parameters = load_parameters(CONFIG / file_name)
     for name, expected in EXAMPLES[file_name].items():
         assert parameters.get(name) == expected, name
-    unknown = set(parameters) - set(node_table)
+    unknown = set(parameters) - set(params.PARAMETERS_BY_NAME)
     assert not unknown, f"unknown parameters {sorted(unknown)}"
     for name, value in parameters.items():
         assert params.validate(name, value) is None, (name, params.validate(name, value))
-        assert alignment_problem(name, value) is None, name
-    aligner_settings(parameters)  # raises on a bad combination
-    assert parameters.get("alignment.min_depth", 0.1) < parameters.get("alignment.max_depth", float("inf"))
-
-
-@pytest.mark.ros
-@pytest.mark.parametrize("file_name", sorted(EXAMPLES))
-def test_rcl_reads_the_example_files_with_the_declared_types(file_name):
-    import rclpy
-    from rclpy.parameter import Parameter
-
-    context = rclpy.Context()
-    rclpy.init(args=["--ros-args", "--params-file", str(CONFIG / file_name)], context=context)
-    try:
-        node = rclpy.create_node("aligned_dpt", namespace="front", context=context,
-                                 automatically_declare_parameters_from_overrides=True)
-        try:
-            for spec in ALIGNMENT_PARAMETERS:
-                if not node.has_parameter(spec.name):
-                    continue
-                parameter = node.get_parameter(spec.name)
-                if isinstance(spec.default, list):
-                    assert parameter.type_ == Parameter.Type.DOUBLE_ARRAY, spec.name
-                else:
-                    assert parameter.type_ == Parameter.Type.from_parameter_value(spec.default), spec.name
-        finally:
-            node.destroy_node()
-    finally:
-        rclpy.shutdown(context=context)
+    values = defaults(**parameters)
+    assert params.validate_together(values) is None
+    aligner_settings(values)  # raises on a bad combination
+    assert sample_settings(values).max_depth > sample_settings(values).min_depth

@@ -264,6 +264,88 @@ def test_readme_lifecycle_example_waits_for_configure_and_activate(process_outpu
 
 
 # ---------------------------------------------------------------------------------------------
+# ros2 launch dpt_ros dpt.launch.py params_file:=my_scale.yaml image:=/camera/image_raw camera_info:=...
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def my_scale_yaml(tmp_path, monkeypatch):
+    """The README's my_scale.yaml, written where the example's relative path finds it."""
+    from support.launch_examples import readme_yaml_block
+
+    (tmp_path / "my_scale.yaml").write_text(readme_yaml_block("my_scale.yaml"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "my_scale.yaml"
+
+
+@launch_pytest.fixture
+def fixed_scale_launch(my_scale_yaml, process_output):
+    return included({**launch_arguments(example("fixed_scale")), **OFFLINE}, process_output)
+
+
+@pytest.mark.launch(fixture=fixed_scale_launch)
+def test_readme_fixed_scale_example_publishes_metres(process_output, observer, my_scale_yaml):
+    import yaml
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from support.frames import make_camera_info, make_image
+
+    depth_settings = yaml.safe_load(my_scale_yaml.read_text())["/**"]["ros__parameters"]["depth"]
+    images = observer.node.create_publisher(Image, "/camera/image_raw", 10)
+    infos = observer.node.create_publisher(CameraInfo, "/camera/camera_info", 10)
+    sequence = iter(range(10_000))
+
+    def publish_frame():
+        seq = next(sequence)
+        if seq % 5 == 0:
+            infos.publish(make_camera_info(seq))
+            images.publish(make_image(seq))
+
+    depth = observer.first_message("/depth/image", Image, TIMEOUT_S, between=publish_frame)
+    assert depth is not None, printed(process_output)
+    metres = np.frombuffer(bytes(depth.data), dtype="<f4")
+    # 1 / (scale * output + shift) with the file's small scale: close to 1 / shift everywhere.
+    assert np.nanmax(np.abs(metres - 1.0 / depth_settings["shift"])) < 0.5 / depth_settings["shift"]
+    assert_no_traceback(process_output)
+
+
+# ---------------------------------------------------------------------------------------------
+# ros2 launch dpt_ros dpt.launch.py namespace:=front params_file:=$(ros2 pkg prefix dpt_ros)/.../lidar_aligned.yaml
+# ---------------------------------------------------------------------------------------------
+
+@launch_pytest.fixture
+def lidar_aligned_launch(process_output):
+    from ament_index_python.packages import get_package_prefix
+
+    return included({**launch_arguments(example("lidar_aligned"), get_package_prefix("dpt_ros")), **OFFLINE},
+                    process_output)
+
+
+@pytest.mark.launch(fixture=lidar_aligned_launch)
+def test_readme_lidar_aligned_example_reports_its_alignment_in_the_namespace(process_output, observer):
+    """Without a lidar publishing, every frame still gets its depth/alignment (no estimate yet) and
+    relative depth, in the example's namespace."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from dpt_ros.msg import DepthAlignment
+    from support.frames import make_camera_info, make_image
+
+    images = observer.node.create_publisher(Image, "/front/image", 10)
+    infos = observer.node.create_publisher(CameraInfo, "/front/camera_info", 10)
+    sequence = iter(range(10_000))
+
+    def publish_frame():
+        seq = next(sequence)
+        if seq % 5 == 0:
+            infos.publish(make_camera_info(seq))
+            images.publish(make_image(seq))
+
+    alignment = observer.first_message("/front/depth/alignment", DepthAlignment, TIMEOUT_S, between=publish_frame)
+    assert alignment is not None, printed(process_output)
+    assert alignment.state == DepthAlignment.STATE_NONE and alignment.header.frame_id == "test_optical_frame"
+    assert_no_traceback(process_output)
+
+
+# ---------------------------------------------------------------------------------------------
 # ros2 launch dpt_ros dpt.launch.py --show-args
 # ---------------------------------------------------------------------------------------------
 

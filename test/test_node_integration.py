@@ -435,28 +435,17 @@ def test_an_oversized_image_is_rejected_before_decoding(rig):
     assert stats(rig)[-1].frames_rejected == (before.frames_rejected if before else 0) + 1
 
 
-def failure_output(tmp_path, *ros_args: str) -> tuple[str, str]:
-    """Run dpt_node with ``ros_args`` expecting it to fail at start-up: (its one ERROR line, whole log).
-    Asserts the non-zero exit, exactly one ERROR line and no traceback."""
-    from support.ros_harness import start_executable
-
-    log = tmp_path / "fail.log"
-    process = start_executable("dpt_node", *ros_args, log_path=log)
-    assert process.wait(timeout=120) != 0
-    text = log.read_text()
-    error_lines = [line for line in text.splitlines() if "ERROR" in line]
-    assert len(error_lines) == 1, text
-    assert "Traceback" not in text, text
-    return error_lines[0], text
-
-
 def test_model_that_cannot_load_exits_with_one_clear_error(tmp_path):
+    from support.ros_harness import failure_output
+
     error, _ = failure_output(tmp_path, "-r", "__ns:=/dpt_fail", "-p", "model.variant:=dpt_tiny",
                               "-p", "model.weights:=/nonexistent/weights.pt", "-p", "device:=cpu")
     assert "/nonexistent/weights.pt" in error
 
 
 def test_parameter_of_the_wrong_type_ends_with_one_clear_error(tmp_path):
+    from support.ros_harness import failure_output
+
     error, _ = failure_output(tmp_path, "-r", "__ns:=/dpt_type", "-p", "model.variant:=dpt_tiny",
                               "-p", "input_size:=large", "-p", "device:=cpu")
     assert "input_size must be of type int" in error and "'large'" in error

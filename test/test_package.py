@@ -18,6 +18,8 @@ ROSDEP_KEY_OF_MODULE = {
     "diagnostic_msgs": "diagnostic_msgs",
     "rcl_interfaces": "rcl_interfaces",
     "lifecycle_msgs": "lifecycle_msgs",
+    "geometry_msgs": "geometry_msgs",
+    "tf2_ros": "tf2_ros",
     "launch": "launch",
     "launch_ros": "launch_ros",
     "launch_pytest": "launch_pytest",

@@ -6,8 +6,9 @@ import pytest
 
 from dpt_ros.depth import relative_to_metric
 from dpt_ros.geometry import depth_to_xyz
-from dpt_ros.pipeline import (Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, needed_tasks,
-                              process_frame, process_frames, to_metric_depth)
+from dpt_ros.pipeline import (Intrinsics, OutputRequest, PipelineSettings, derive_outputs, infer_frames,
+                              metric_depth_available, model_inverse_depth, needed_tasks, process_frame,
+                              process_frames, to_metric_depth)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,45 @@ def test_metric_depth_needs_a_metric_model_or_a_scale():
     assert metric_depth_available("metric_depth", PipelineSettings())
     assert not metric_depth_available("relative_inverse_depth", PipelineSettings())
     assert metric_depth_available("relative_inverse_depth", PipelineSettings(depth_scale=0.1))
+
+
+def test_aligned_settings_decide_metric_depth_for_any_model():
+    """Online alignment: a usable (scale, shift) maps the model's inverse depth, for a relative
+    model and for a metric one (a correction of 1 / its metres); no usable alignment = no metres,
+    not even a metric model's own, and the fixed depth.scale is replaced."""
+    fixed = PipelineSettings(depth_scale=0.7, depth_shift=0.3, depth_max_range=9.0)
+    none = fixed.aligned(None)
+    assert (none.depth_aligned, none.depth_scale, none.depth_shift, none.depth_max_range) == (True, 0.0, 0.0, 9.0)
+    assert not metric_depth_available("relative_inverse_depth", none)
+    assert not metric_depth_available("metric_depth", none)
+    aligned = fixed.aligned((0.5, 0.25))
+    assert metric_depth_available("metric_depth", aligned) and metric_depth_available("relative_inverse_depth", aligned)
+
+    relative = np.array([[1.0, 3.5]], np.float32)
+    np.testing.assert_allclose(to_metric_depth(relative, "relative_inverse_depth", aligned),
+                               [[1 / 0.75, 1 / 2.0]], rtol=1e-6)
+    metres = np.array([[2.0, 8.0]], np.float32)
+    np.testing.assert_array_equal(model_inverse_depth(metres, "metric_depth"), [[0.5, 0.125]])
+    # scale_only correction of a metric model: depth = model depth / scale
+    np.testing.assert_allclose(to_metric_depth(metres, "metric_depth", fixed.aligned((0.5, 0.0))), [[4.0, np.nan]],
+                               rtol=1e-6)  # 16 m is beyond depth.max_range 9 m
+    assert model_inverse_depth(relative, "relative_inverse_depth") is relative
+
+
+def test_infer_then_derive_per_frame_is_process_frames(engine):
+    images = [scene(seed=4), scene(seed=5)]
+    request = OutputRequest(depth_metric=True, depth_relative=True, labels=False)
+    assert needed_tasks(engine.tasks, [OutputRequest(depth_metric=False, depth_relative=False, labels=False,
+                                                     alignment=True)]) == ("depth",)
+    settings = [PipelineSettings().aligned((1e-3, 0.2)), PipelineSettings().aligned(None)]
+    results = infer_frames(engine, images, [request] * 2)
+    frames = [derive_outputs(engine, rgb, result, frame_settings, request, None)
+              for rgb, result, frame_settings in zip(images, results, settings)]
+    reference = process_frames(engine, images, PipelineSettings(depth_scale=1e-3, depth_shift=0.2), [request] * 2,
+                               [None] * 2)[0]
+    np.testing.assert_array_equal(frames[0].depth_metric, reference.depth_metric)
+    np.testing.assert_array_equal(frames[0].depth_relative, reference.depth_relative)
+    assert frames[1].depth_metric is None and frames[1].depth_relative is not None
 
 
 def test_requested_outputs_only(engine):

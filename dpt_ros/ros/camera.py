@@ -44,6 +44,16 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
+def nearest_in_stamp(messages, stamp, tolerance_s: float):
+    """The message (with a header) nearest in stamp to ``stamp`` if within ``tolerance_s`` seconds,
+    else None."""
+    if not messages:
+        return None
+    target = stamp_ns(stamp)
+    best = min(messages, key=lambda message: abs(stamp_ns(message.header.stamp) - target))
+    return best if abs(stamp_ns(best.header.stamp) - target) <= tolerance_s * 1e9 else None
+
+
 @dataclass
 class PendingFrame:
     msg: object                       # sensor_msgs Image or CompressedImage
@@ -164,12 +174,7 @@ class CameraInput:
 
     def _info_for(self, stamp, tolerance_s: float) -> CameraInfo | None:
         """The received camera_info nearest to ``stamp`` if within the tolerance."""
-        infos = list(self._infos)
-        if not infos:
-            return None
-        target = stamp_ns(stamp)
-        best = min(infos, key=lambda info: abs(stamp_ns(info.header.stamp) - target))
-        return best if abs(stamp_ns(best.header.stamp) - target) <= tolerance_s * 1e9 else None
+        return nearest_in_stamp(list(self._infos), stamp, tolerance_s)
 
     # ------------------------------------------------------------------ for the worker
     def ready(self, now: float) -> bool:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+from dpt_ros.alignment import AlignmentEstimate, AlignmentState
+
 COUNTERS = ("received", "processed", "dropped", "rejected", "failed")
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
@@ -90,6 +92,26 @@ def camera_health(recent: dict, ever_received: bool, window_s: float, image_topi
         return Health(WARN, f"{bad} of {counts['received']} frames rejected or failed in the last "
                             f"{window_s:g} s: {recent['problem']}")
     return Health(OK, "running")
+
+
+def alignment_health(estimate: AlignmentEstimate, topic: str, received: int) -> Health:
+    """The level of one camera's online alignment: WARN whenever its metric outputs are stopped."""
+    state = AlignmentState(estimate.state).name
+    if estimate.usable:
+        return Health(OK, f"aligned ({state}): {estimate.message}")
+    if received == 0:
+        return Health(WARN, f"no metric depth: nothing received on {topic}")
+    if estimate.state == AlignmentState.STALE:
+        return Health(WARN, f"no metric depth: no accepted fit for {estimate.age:.1f} s (alignment.timeout): "
+                            f"{estimate.message}")
+    return Health(WARN, f"no metric depth: no alignment yet: {estimate.message}")
+
+
+def alignment_values(estimate: AlignmentEstimate, topic: str, received: int) -> dict:
+    return {"state": AlignmentState(estimate.state).name, "mode": estimate.mode, "scale": f"{estimate.scale:.6g}",
+            "shift": f"{estimate.shift:.6g}", "samples": estimate.samples, "inliers": estimate.inliers,
+            "residual": f"{estimate.residual:.4g}", "age_s": f"{estimate.age:.3f}", "sensor_topic": topic,
+            "sensor_messages_received": received, "last_message": estimate.message}
 
 
 def status(name: str, hardware_id: str, health: Health, values: dict) -> DiagnosticStatus:

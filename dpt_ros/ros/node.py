@@ -9,7 +9,9 @@ so `ros2 run` gives a working node at once.
 The data path, top to bottom: camera.CameraInput (subscriptions, pairing with camera_info, newest
 frame wins) -> worker.Worker (ready frames of all cameras as one batch, rate limit) ->
 DptNode._process_batch (decode, dpt_ros.pipeline, publish through outputs.CameraOutputs) ->
-diagnostics (counters over a recent window, /diagnostics and ~/stats).
+diagnostics (counters over a recent window, /diagnostics and ~/stats). With alignment.source set,
+each camera also has a camera_alignment.CameraAlignment: between the model and the outputs it fits
+the frame's prediction to sparse metric depth, and that fit makes the frame's depth metric.
 """
 from __future__ import annotations
 
@@ -29,13 +31,16 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
 from dpt_ros import node_parameters as table
+from dpt_ros.alignment_parameters import ALIGNMENT_PARAMETERS, aligner_settings, sample_settings
 from dpt_ros.image_codec import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from dpt_ros.model_config import ModelLoadError, build_engine, describe_compile
 from dpt_ros.msg import InferenceStats
 from dpt_ros.processes import keep_large_buffers_mapped
-from dpt_ros.pipeline import Intrinsics, PipelineSettings, metric_depth_available, process_frames
+from dpt_ros.pipeline import (
+    Intrinsics, PipelineSettings, derive_outputs, infer_frames, metric_depth_available, model_inverse_depth)
 from dpt_ros.ros import diagnostics
 from dpt_ros.ros.camera import THROTTLE_S, CameraInput, InputSettings
+from dpt_ros.ros.camera_alignment import CameraAlignment, MissingTf2Error, TfExtrinsics
 from dpt_ros.ros.outputs import CameraOutputs, depth_camera_info, qos_profile
 from dpt_ros.ros.parameters import ParameterError, declare, unknown_names, value_of, values_of
 from dpt_ros.ros.worker import ModelHolder, Worker
@@ -44,6 +49,7 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 # How long a stopping node waits for a frame in flight: launch sends SIGTERM 5 s after SIGINT, and
 # a CPU forward pass can take longer than that; the abandoned daemon thread ends with the process.
 STOP_TIMEOUT_S = 1.0
+ALIGNMENT_NAMES = tuple(spec.name for spec in ALIGNMENT_PARAMETERS)
 
 
 class DptNode(LifecycleNode):
@@ -57,6 +63,7 @@ class DptNode(LifecycleNode):
         self._model = ModelHolder(lambda config: build_engine(config, self.get_logger().warning))
         self._cameras = [CameraInput(self, name, self._condition, self._input_settings, self.get_logger())
                          for name in (camera_names or [""])]
+        self._alignments = self._create_alignments()
         self._outputs: dict[CameraInput, CameraOutputs] = {}  # created on configure
         self._worker: Worker | None = None
         self._state = "unconfigured"
@@ -78,6 +85,24 @@ class DptNode(LifecycleNode):
                 raise ModelLoadError(self._load_error or "configure failed")
             self.trigger_activate()
 
+    def _create_alignments(self) -> dict[CameraInput, CameraAlignment | None]:
+        """One CameraAlignment per camera when alignment.source is set (else None each). Raises
+        ParameterError when alignment.use_tf is asked for without tf2_ros."""
+        source = value_of(self, "alignment.source")
+        if source == "none":
+            return {camera: None for camera in self._cameras}
+        tf = None
+        if value_of(self, "alignment.use_tf"):
+            try:
+                tf = TfExtrinsics(self)
+            except MissingTf2Error as error:
+                raise ParameterError(str(error)) from None
+        if value_of(self, "depth.scale") > 0.0:
+            self.get_logger().warning("depth.scale and depth.shift are ignored: alignment.source is set, so metric "
+                                      "depth comes from the online alignment")
+        return {camera: CameraAlignment(self, camera.prefix, source, self._alignment_settings, self.get_logger(), tf)
+                for camera in self._cameras}
+
     # ------------------------------------------------------------------ lifecycle transitions
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         config = table.model_config_from(values_of(self, table.RELOAD_PARAMETERS))
@@ -94,7 +119,9 @@ class DptNode(LifecycleNode):
             f"{time.monotonic() - started:.1f} s; depth output: {engine.depth_output_kind}; "
             f"forward: {describe_compile(engine)}")
         out_qos = qos_profile(value_of(self, "qos.output.reliability"), value_of(self, "qos.output.depth"))
-        self._outputs = {camera: CameraOutputs(self, camera.prefix, out_qos) for camera in self._cameras}
+        self._outputs = {camera: CameraOutputs(self, camera.prefix, out_qos, alignment=alignment is not None)
+                         for camera, alignment in self._alignments.items()}
+        self._reset_alignments("model loaded")  # after a cleanup: maybe another model, another scale
         self._publish_label_info()
         self._worker = Worker(self._cameras, self._condition, self._process_batch, self._apply_reload,
                               lambda: value_of(self, "max_rate_hz"), self.get_logger())
@@ -104,15 +131,18 @@ class DptNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         in_qos = qos_profile(value_of(self, "qos.input.reliability"), value_of(self, "qos.input.depth"))
-        for camera in self._cameras:
+        for camera, alignment in self._alignments.items():
             camera.subscribe(in_qos)
             self.get_logger().info(f"listening on {camera.image_topic} and {camera.camera_info_topic}")
+            if alignment is not None:
+                alignment.subscribe(in_qos)
+                self.get_logger().info(f"aligning {camera.image_topic}'s depth to {' and '.join(alignment.topics)}"
+                                       f" ({alignment.source}); metric outputs only while the alignment holds")
         self._state = "active"
         return SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for camera in self._cameras:
-            camera.unsubscribe()
+        self._unsubscribe()
         self._state = "inactive"
         self.get_logger().info("deactivated: no longer taking frames; the model stays loaded")
         return SUCCESS
@@ -134,8 +164,7 @@ class DptNode(LifecycleNode):
 
     def _release(self, timeout: float) -> None:
         """Undo configure (and activate): unsubscribe, stop the worker, drop publishers and model."""
-        for camera in self._cameras:
-            camera.unsubscribe()
+        self._unsubscribe()
         if self._worker is not None:
             self._worker.stop(timeout)
             self._worker = None
@@ -144,6 +173,17 @@ class DptNode(LifecycleNode):
         self._outputs = {}
         self._model.release()
         self._state = "unconfigured"
+
+    def _unsubscribe(self) -> None:
+        for camera, alignment in self._alignments.items():
+            camera.unsubscribe()
+            if alignment is not None:
+                alignment.unsubscribe()
+
+    def _reset_alignments(self, reason: str) -> None:
+        for alignment in self._alignments.values():
+            if alignment is not None:
+                alignment.reset(reason)
 
     def stop(self) -> None:
         """Fast stop on SIGINT/SIGTERM: the frame in flight is abandoned, not reported as an error."""
@@ -162,11 +202,21 @@ class DptNode(LifecycleNode):
             depth_max_range=value_of(self, "depth.max_range"), cloud_stride=value_of(self, "cloud.stride"),
             cloud_max_range=value_of(self, "cloud.max_range"), colored_alpha=value_of(self, "colored.alpha"))
 
+    def _alignment_settings(self):
+        """The live (AlignerSettings, SampleSettings) of the alignment.* parameters."""
+        values = values_of(self, ALIGNMENT_NAMES)
+        return aligner_settings(values), sample_settings(values)
+
     def _validate_parameters(self, changes) -> SetParametersResult:
         for change in changes:
             problem = table.validate(change.name, change.value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
+        values = values_of(self, table.PARAMETERS_BY_NAME)
+        values.update({change.name: change.value for change in changes})
+        problem = table.validate_together(values)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
         if not self._reload_after_set:
             self._request_reload(changes)
         return SetParametersResult(successful=True)
@@ -205,6 +255,7 @@ class DptNode(LifecycleNode):
                 self.get_logger().error(f"cannot load the previous model again either: {again}")
             self._set_parameters_to(running)
             return
+        self._reset_alignments("model reloaded")  # another model, another scale and shift
         self._publish_label_info()
         self.get_logger().info(f"now running {config.variant} ({', '.join(config.tasks)}) on {engine.device} "
                                f"{engine.precision}; forward: {describe_compile(engine)}")
@@ -254,11 +305,14 @@ class DptNode(LifecycleNode):
 
     def _run_and_publish(self, engine, frames) -> None:
         settings = self._pipeline_settings()
-        metric = "depth" in engine.tasks and metric_depth_available(engine.depth_output_kind, settings)
+        kind = engine.depth_output_kind
         cloud_enabled, colored = value_of(self, "cloud.enabled"), value_of(self, "colored.enabled")
-        requests, models = [], []
+        requests, models, alignments = [], [], []
         for camera, frame, rgb, _ in frames:
-            outputs = self._outputs[camera]
+            outputs, alignment = self._outputs[camera], self._alignments[camera]
+            # With online alignment a frame is metric if its alignment turns out usable (known
+            # after the model ran), so its metric outputs are requested and may come out empty.
+            metric = "depth" in engine.tasks and (alignment is not None or metric_depth_available(kind, settings))
             model = camera.camera_model(frame, *rgb.shape[:2])
             # Intrinsics only for the outputs that need them: a camera_info that does not describe
             # the image costs the cloud and depth/camera_info, never the frame.
@@ -267,16 +321,30 @@ class DptNode(LifecycleNode):
                 camera.log_warning(f"no cloud for {camera.image_topic}: {model.problem}")
             requests.append(outputs.request(metric, cloud_wanted and model.intrinsics() is not None, colored))
             models.append(model)
-        results = process_frames(engine, [rgb for _, _, rgb, _ in frames], settings, requests,
-                                 [Intrinsics(*model.intrinsics()) if request.cloud else None
-                                  for model, request in zip(models, requests)])
-        for (camera, frame, rgb, decode_ms), model, result in zip(frames, models, results):
+            alignments.append(alignment)
+        images = [rgb for _, _, rgb, _ in frames]
+        results = infer_frames(engine, images, requests)
+        for (camera, frame, rgb, decode_ms), model, alignment, request, inferred in zip(
+                frames, models, alignments, requests, results):
             outputs = self._outputs[camera]
             header = frame.msg.header
+            frame_settings, estimate, align_ms = settings, None, 0.0
+            if alignment is not None:
+                frame_settings = settings.aligned(None)
+                if inferred.depth is not None:
+                    started = time.perf_counter()
+                    estimate = alignment.align(model_inverse_depth(inferred.depth, kind), header, model.intrinsics())
+                    frame_settings = settings.aligned((estimate.scale, estimate.shift) if estimate.usable else None)
+                    align_ms = (time.perf_counter() - started) * 1e3
+            intrinsics = Intrinsics(*model.intrinsics()) if request.cloud else None
+            result = derive_outputs(engine, rgb, inferred, frame_settings, request, intrinsics)
+            result.timings_ms["postprocess"] = result.timings_ms.get("postprocess", 0.0) + align_ms
             started = time.perf_counter()
             info = None
             if outputs.depth_info.get_subscription_count() and model.intrinsics() is not None:
                 info = depth_camera_info(model.info, header, model.height, model.width, model.intrinsics())
+            if estimate is not None:  # first: a consumer of depth/image can then look its alignment up
+                outputs.publish_alignment(estimate, header)
             outputs.publish(result, header, info)
             publish_ms = (time.perf_counter() - started) * 1e3
             total_ms = (time.monotonic() - frame.received) * 1e3
@@ -352,6 +420,13 @@ class DptNode(LifecycleNode):
             }
             name = f"{self.get_name()}: DPT inference" + (f" ({camera.name})" if camera.name else "")
             statuses.append(diagnostics.status(name, str(values["device"]), health, values))
+            alignment = self._alignments[camera]
+            if alignment is not None:
+                estimate, topic = alignment.estimate, alignment.topics[0]
+                statuses.append(diagnostics.status(
+                    f"{self.get_name()}: depth alignment" + (f" ({camera.name})" if camera.name else ""), topic,
+                    diagnostics.alignment_health(estimate, topic, alignment.received),
+                    diagnostics.alignment_values(estimate, topic, alignment.received)))
         message = DiagnosticArray(status=statuses)
         message.header.stamp = self.get_clock().now().to_msg()
         self._pub_diagnostics.publish(message)

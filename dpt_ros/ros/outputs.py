@@ -15,7 +15,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from dpt_ros.cloud import to_pointcloud2
 from dpt_ros.image_codec import array_to_image_fields
 from dpt_ros.labels import ADE20K_CLASSES, ADE20K_COLORS_PACKED, IGNORE_LABEL
-from dpt_ros.msg import InferenceStats, LabelInfo
+from dpt_ros.msg import DepthAlignment, InferenceStats, LabelInfo
 from dpt_ros.pipeline import OutputRequest
 
 
@@ -50,9 +50,10 @@ def depth_camera_info(info: CameraInfo, header, height: int, width: int, intrins
 
 
 class CameraOutputs:
-    """The publishers of one camera (topic names relative to ``prefix``)."""
+    """The publishers of one camera (topic names relative to ``prefix``); depth/alignment only when
+    ``alignment`` (alignment.source is set)."""
 
-    def __init__(self, node, prefix: str, qos: QoSProfile):
+    def __init__(self, node, prefix: str, qos: QoSProfile, alignment: bool = False):
         self._node = node
         self.depth = node.create_publisher(Image, prefix + "depth/image", qos)
         self.depth_info = node.create_publisher(CameraInfo, prefix + "depth/camera_info", qos)
@@ -65,15 +66,18 @@ class CameraOutputs:
             qos_profile("reliable", 1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.points = node.create_publisher(PointCloud2, prefix + "points", qos)
         self.stats = node.create_publisher(InferenceStats, f"~/{prefix}stats", qos)
+        self.alignment = node.create_publisher(DepthAlignment, prefix + "depth/alignment", qos) if alignment else None
 
     def destroy(self) -> None:
         for publisher in (self.depth, self.depth_info, self.relative, self.depth_colored, self.labels,
-                          self.labels_colored, self.label_info, self.points, self.stats):
-            self._node.destroy_publisher(publisher)
+                          self.labels_colored, self.label_info, self.points, self.stats, self.alignment):
+            if publisher is not None:
+                self._node.destroy_publisher(publisher)
 
     def request(self, metric: bool, cloud_possible: bool, colored_enabled: bool) -> OutputRequest:
-        """Which outputs someone listens to: only those are computed. ``cloud_possible``: the cloud
-        is enabled and the frame has usable intrinsics."""
+        """Which outputs someone listens to: only those are computed. ``metric``: the frame may
+        have metric depth (with online alignment: if the alignment allows); ``cloud_possible``:
+        the cloud is enabled and the frame has usable intrinsics."""
         def wanted(publisher) -> bool:
             return publisher.get_subscription_count() > 0
 
@@ -84,7 +88,8 @@ class CameraOutputs:
             depth_colored=colored_enabled and wanted(self.depth_colored),
             labels=wanted(self.labels) or cloud,
             labels_colored=colored_enabled and wanted(self.labels_colored),
-            cloud=cloud)
+            cloud=cloud,
+            alignment=self.alignment is not None and wanted(self.alignment))
 
     def publish(self, outputs, header, depth_info: CameraInfo | None) -> None:
         if outputs.depth_metric is not None and self.depth.get_subscription_count():
@@ -101,6 +106,10 @@ class CameraOutputs:
             self.labels_colored.publish(image_message(outputs.labels_colored, "rgb8", header))
         if outputs.cloud is not None:
             self.points.publish(to_pointcloud2(outputs.cloud, header, PointCloud2, PointField))
+
+    def publish_alignment(self, estimate, header) -> None:
+        """depth/alignment for the frame of ``header`` (an AlignmentEstimate of dpt_ros.alignment)."""
+        self.alignment.publish(DepthAlignment(header=header, **estimate.message_fields()))
 
     def publish_label_info(self, model_variant: str, stamp) -> None:
         info = LabelInfo(model_variant=model_variant, class_names=list(ADE20K_CLASSES),

@@ -23,9 +23,9 @@ def descriptor_of(spec: table.ParameterSpec) -> ParameterDescriptor:
     restart = {"restart": " [restart needed]", "reload": " [reloads the model]", "live": ""}[spec.applies]
     descriptor = ParameterDescriptor(description=spec.description + restart,
                                      read_only=spec.applies == "restart",
-                                     # doubles given as `:=10` arrive as integers; validate() checks
-                                     # the type and value_of() converts.
-                                     dynamic_typing=isinstance(spec.default, float))
+                                     # doubles given as `:=10` (double arrays as `:=[0, 0, 1]`) arrive
+                                     # as integers; validate() checks the type and value_of() converts.
+                                     dynamic_typing=isinstance(spec.default, (float, list)))
     if spec.choices:
         descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
     if spec.minimum is not None and not isinstance(spec.default, bool):
@@ -53,10 +53,11 @@ def declare(node) -> list[str]:
                                  f"{str(error).split(': ')[0]}") from None
     cameras = _declare_cameras(node)
     for spec in table.PARAMETERS:
-        problem = table.validate(spec.name, value_of(node, spec.name))
+        # The value as given (value_of would convert a wrong type before validate could name it).
+        problem = table.validate(spec.name, node.get_parameter(spec.name).value)
         if problem:
             raise ParameterError(problem)
-    problem = table.validate_cameras(cameras)
+    problem = table.validate_together(values_of(node, table.PARAMETERS_BY_NAME)) or table.validate_cameras(cameras)
     if problem:
         raise ParameterError(problem)
     return cameras
@@ -81,10 +82,15 @@ def _declare_cameras(node) -> list[str]:
 
 
 def value_of(node, name: str):
-    """A parameter's value, doubles as float (they may have been given as integers)."""
+    """A parameter's value, doubles as float and double arrays as lists of floats (they may have
+    been given as integers)."""
     value = node.get_parameter(name).value
     spec = table.PARAMETERS_BY_NAME.get(name)
-    return float(value) if spec is not None and isinstance(spec.default, float) else value
+    if spec is not None and isinstance(spec.default, float):
+        return float(value)
+    if spec is not None and isinstance(spec.default, list):
+        return [float(item) for item in value]
+    return value
 
 
 def values_of(node, names) -> dict:

@@ -21,6 +21,10 @@ EXAMPLES = {
     "cameras:='[front, left]' demo:=true variant:=dpt_tiny allow_random_weights:=true": "cameras",
     "lifecycle:=true demo:=true variant:=dpt_tiny allow_random_weights:=true": "lifecycle",
     "--show-args": "show_args",
+    # Metric depth, way 2: the README's my_scale.yaml (written by the test) on a real camera's topics.
+    "params_file:=my_scale.yaml image:=/camera/image_raw camera_info:=/camera/camera_info": "fixed_scale",
+    # Metric depth, way 3: the installed lidar example in a namespace.
+    "namespace:=front params_file:=$(ros2 pkg prefix dpt_ros)/share/dpt_ros/config/lidar_aligned.yaml": "lidar_aligned",
 }
 
 
@@ -34,6 +38,15 @@ def readme_examples() -> list[str]:
     return examples
 
 
-def launch_arguments(example: str) -> dict[str, str]:
-    """`name:=value` pairs of an example as the shell passes them to ros2 launch."""
+def launch_arguments(example: str, package_prefix: str = "") -> dict[str, str]:
+    """`name:=value` pairs of an example as the shell passes them to ros2 launch (with
+    `$(ros2 pkg prefix dpt_ros)` replaced by ``package_prefix``)."""
+    example = example.replace("$(ros2 pkg prefix dpt_ros)", package_prefix)
     return dict(word.split(":=", 1) for word in shlex.split(example) if ":=" in word)
+
+
+def readme_yaml_block(file_name: str) -> str:
+    """The README's YAML block that starts with the comment `# <file_name>`."""
+    text = README.read_text()
+    start = text.index(f"```yaml\n# {file_name}\n") + len("```yaml\n")
+    return text[start:text.index("```", start)]

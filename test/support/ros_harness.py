@@ -32,6 +32,28 @@ def start_executable(name: str, *ros_args: str, log_path: Path | None = None) ->
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
+def failure_output(tmp_path: Path, *ros_args: str) -> tuple[str, str]:
+    """Run dpt_node with ``ros_args`` expecting it to fail at start-up: (its one ERROR line, whole log).
+    Asserts the non-zero exit, exactly one ERROR line and no traceback."""
+    return failure_outputs(tmp_path, ros_args)[0]
+
+
+def failure_outputs(tmp_path: Path, *ros_args_lists) -> list[tuple[str, str]]:
+    """failure_output for several argument lists, the processes started together (each one's
+    start-up, mostly importing torch, takes 10-20 s on a loaded 2-core machine)."""
+    processes = []
+    for index, ros_args in enumerate(ros_args_lists):
+        log = tmp_path / f"fail{index}.log"
+        processes.append((start_executable("dpt_node", *ros_args, log_path=log), log))
+    outputs = []
+    for process, log in processes:
+        assert process.wait(timeout=120) != 0
+        text = log.read_text()
+        error_lines = [line for line in text.splitlines() if "ERROR" in line]
+        assert len(error_lines) == 1, text
+        assert "Traceback" not in text, text
+        outputs.append((error_lines[0], text))
+    return outputs
 
 
 class Harness:
