@@ -459,6 +459,6 @@ def test_every_readme_launch_example_has_a_launch_test():
     """test/test_launch.py runs each `ros2 launch` example of the README (where launch is installed)."""
     from support.launch_examples import EXAMPLES, launch_arguments, readme_examples
 
-    assert sorted(readme_examples()) == sorted(EXAMPLES)
+    assert set(readme_examples()) == set(EXAMPLES)  # an example may appear in several sections
     assert launch_arguments(next(e for e in EXAMPLES if e.startswith("cameras"))) == {
         "cameras": "[front, left]", "demo": "true", "variant": "dpt_tiny", "allow_random_weights": "true"}
