@@ -31,3 +31,7 @@ def test_demo_writes_depth_labels_cloud_and_stats(tmp_path):
     assert stats and stats[-1]["model_variant"] == "dpt_tiny" and stats[-1]["frames_processed"] >= 1
     labels = json.loads((output / "label_info.json").read_text())
     assert len(labels["classes"]) == 150 and labels["ignore_id"] == 255
+    # Issue 10, finding 4: demo_camera published the image before its camera_info and the node
+    # warned "no camera_info within stamp_tolerance" every 5 s; now every frame pairs by stamp.
+    node_log = (output / "logs" / "dpt_node.log").read_text()
+    assert "no camera_info" not in node_log and "ERROR" not in node_log, node_log
