@@ -1,7 +1,8 @@
 """One camera frame through DPT to every output the node can publish (ROS-free).
 
 The node decides which outputs someone is listening to; this module computes exactly those, from
-the engine's raw results: metric depth (REP 118: metres, NaN where invalid), relative inverse
+the engine's raw results: metric depth (REP 117/118: metres, NaN where invalid, +inf beyond range;
+see dpt_ros.depth), relative inverse
 depth, colour visualisations, labels, and the packed point cloud.
 
 With a GPU engine, metric depth and the point cloud are computed with torch on the device from
@@ -46,7 +47,7 @@ class PipelineSettings:
     # Affine map from the model's relative inverse depth to inverse metres; scale 0 = not set.
     depth_scale: float = 0.0
     depth_shift: float = 0.0
-    # Depth beyond this many metres is reported invalid (NaN); 0 = no limit.
+    # Depth beyond this many metres is reported beyond range (+inf, REP 117); 0 = no limit.
     depth_max_range: float = 0.0
     cloud_stride: int = 1
     # Points beyond this many metres are NaN in the cloud; 0 = no limit.
@@ -66,7 +67,7 @@ class Intrinsics:
 
 @dataclass
 class FrameOutputs:
-    depth_metric: np.ndarray | None = None      # (H, W) float32 metres, NaN invalid
+    depth_metric: np.ndarray | None = None      # (H, W) float32 metres, NaN invalid, +inf beyond range
     depth_relative: np.ndarray | None = None    # (H, W) float32 unitless inverse depth
     depth_colored: np.ndarray | None = None     # (H, W, 3) uint8 RGB
     labels: np.ndarray | None = None            # (H, W) uint8 class ids
@@ -82,24 +83,32 @@ def metric_depth_available(depth_output_kind: str, settings: PipelineSettings) -
 
 
 def to_metric_depth(raw, depth_output_kind: str, settings: PipelineSettings):
-    """Metres with NaN for invalid pixels: non-finite, non-positive or beyond depth_max_range.
+    """Metres by the depth validity rule of REP 117/118 (dpt_ros.depth): NaN where invalid, +inf
+    where beyond range, never a large finite stand-in.
 
+    A relative model's output goes through ``relative_to_metric`` with depth.scale/shift (a
+    non-positive inverse depth is +inf); a metric model's output is kept, except that NaN, zero,
+    negative and -inf depths are invalid (NaN).  Depth beyond ``depth_max_range`` is +inf: the
+    model saw something, but farther than the range the depth is trusted to.
     ``raw`` is the engine's depth output as a numpy array (float32 numpy comes back) or a torch
-    tensor (a float32 tensor on the same device comes back); the input is never modified."""
-    is_tensor = isinstance(raw, torch.Tensor)
-    xp = torch if is_tensor else np
+    tensor (a float32 tensor on the same device comes back, with no host sync); both give the same
+    values.  The input is never modified."""
+    if isinstance(raw, torch.Tensor):
+        if depth_output_kind == "metric_depth":
+            depth = raw.to(torch.float32, copy=True)
+            depth.masked_fill_(~(depth > 0.0), math.nan)  # NaN fails "> 0" and stays NaN
+        else:
+            depth = relative_to_metric(raw.to(torch.float32), settings.depth_scale, settings.depth_shift)
+        if settings.depth_max_range > 0.0:
+            depth.masked_fill_(depth > settings.depth_max_range, math.inf)
+        return depth
     if depth_output_kind == "metric_depth":
-        depth = raw.to(torch.float32, copy=True) if is_tensor else raw.astype(np.float32, copy=True)
+        depth = raw.astype(np.float32, copy=True)
+        np.copyto(depth, np.nan, where=~(depth > 0.0))
     else:
-        depth = relative_to_metric(raw.to(torch.float32) if is_tensor else raw.astype(np.float32, copy=False),
-                                   settings.depth_scale, settings.depth_shift)
-        depth = depth if is_tensor else depth.astype(np.float32, copy=False)
-    invalid = ~xp.isfinite(depth) | (depth <= 0.0)
+        depth = relative_to_metric(raw.astype(np.float32, copy=False), settings.depth_scale, settings.depth_shift)
     if settings.depth_max_range > 0.0:
-        invalid |= depth > settings.depth_max_range
-    if is_tensor:
-        return depth.masked_fill_(invalid, math.nan)  # no host sync, unlike boolean-index assignment
-    depth[invalid] = np.nan
+        np.copyto(depth, np.inf, where=depth > settings.depth_max_range)
     return depth
 
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from dpt_ros.depth import relative_to_metric
+from dpt_ros.depth import MIN_INVERSE_DEPTH, relative_to_metric
 from dpt_ros.geometry import depth_to_xyz
 from dpt_ros.pipeline import (Intrinsics, OutputRequest, PipelineSettings, metric_depth_available, needed_tasks,
                               process_frame, process_frames, to_metric_depth)
@@ -21,19 +21,58 @@ def scene(height=48, width=64, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def test_metric_depth_marks_invalid_and_far_pixels_nan():
+def test_metric_depth_marks_invalid_nan_and_non_positive_inverse_depth_beyond_range():
+    # No max_range here: before REP 117/118 validity, -5 was clamped to 1e-8 and published as a
+    # valid-looking 1e8 m, which only depth.max_range turned into NaN.
     raw = np.array([[1.0, np.nan], [np.inf, -5.0]], np.float32)
-    settings = PipelineSettings(depth_scale=1.0, depth_shift=0.0, depth_max_range=0.5)
-    depth = to_metric_depth(raw, "relative_inverse_depth", settings)
-    # 1/1 = 1 m is beyond 0.5 m; NaN/inf inputs and a clamped negative (1e8 m) are invalid too.
-    assert np.isnan(depth).all()
+    depth = to_metric_depth(raw, "relative_inverse_depth", PipelineSettings(depth_scale=1.0, depth_shift=0.0))
+    np.testing.assert_array_equal(depth, [[1.0, np.nan], [np.nan, np.inf]])
     depth = to_metric_depth(np.array([[4.0, 2.0]], np.float32), "relative_inverse_depth",
                             PipelineSettings(depth_scale=0.5, depth_shift=0.5, depth_max_range=0.0))
     np.testing.assert_allclose(depth, [[1 / 2.5, 1 / 1.5]], rtol=1e-6)
-    metres = np.array([[3.0, 0.0, 12.0]], np.float32)
+
+
+def test_a_negative_shift_gives_plus_inf_never_a_large_finite_depth():
+    # inverse = 0.5*out - 1: out 4 -> 1 m, out 2 -> exactly 0, out 1 -> negative, out 2.00000002
+    # -> a positive inverse depth below MIN_INVERSE_DEPTH (farther than 1e8 m): all beyond range.
+    raw = np.array([[4.0, 2.0, 1.0, 0.0, 2.0 + 1e-8]], np.float32)
+    settings = PipelineSettings(depth_scale=0.5, depth_shift=-1.0)
+    depth = to_metric_depth(raw, "relative_inverse_depth", settings)
+    np.testing.assert_array_equal(depth, [[1.0, np.inf, np.inf, np.inf, np.inf]])
+    noise = np.random.default_rng(0).normal(0.0, 3.0, (64, 64)).astype(np.float32)
+    depth = to_metric_depth(noise, "relative_inverse_depth", settings)
+    finite = depth[np.isfinite(depth)]
+    assert finite.size and finite.max() < 1 / MIN_INVERSE_DEPTH and finite.min() > 0
+    assert np.isposinf(depth).sum() == (noise * np.float32(0.5) - np.float32(1.0) <= MIN_INVERSE_DEPTH).sum()
+    assert not np.isneginf(depth).any() and not np.isnan(depth).any()
+
+
+def test_depth_beyond_max_range_is_plus_inf_and_invalid_metric_depth_nan():
+    metres = np.array([[3.0, 0.0, 12.0, -2.0, np.nan, np.inf, -np.inf, 10.0]], np.float32)
     out = to_metric_depth(metres, "metric_depth", PipelineSettings(depth_max_range=10.0))
-    assert out[0, 0] == 3.0 and np.isnan(out[0, 1]) and np.isnan(out[0, 2])
-    assert metres[0, 1] == 0.0  # the input is not modified
+    np.testing.assert_array_equal(out, [[3.0, np.nan, np.inf, np.nan, np.nan, np.inf, np.nan, 10.0]])
+    assert metres[0, 1] == 0.0 and metres[0, 2] == 12.0  # the input is not modified
+    # the same on a relative model: 1/(0.25*0.5) = 8 m is beyond 5 m, 1/(0.25*2) = 2 m is not
+    out = to_metric_depth(np.array([[0.5, 2.0, np.nan]], np.float32), "relative_inverse_depth",
+                          PipelineSettings(depth_scale=0.25, depth_max_range=5.0))
+    np.testing.assert_array_equal(out, np.array([[np.inf, 2.0, np.nan]], np.float32))
+
+
+def test_relative_to_metric_follows_the_rule_on_arrays_and_tensors_alike():
+    import torch
+
+    # inverse = 0.5*out - 0.25 inverse metres
+    out = np.array([3.0, 1.0, 0.5, 0.25, 0.0, -1.0, np.nan, np.inf, -np.inf], np.float32)
+    expected = np.array([0.8, 4.0, np.inf, np.inf, np.inf, np.inf, np.nan, np.nan, np.nan], np.float32)
+    array = relative_to_metric(out, 0.5, -0.25)
+    assert array.dtype == np.float32
+    np.testing.assert_array_equal(array, expected)
+    tensor = relative_to_metric(torch.from_numpy(out), 0.5, -0.25)
+    assert tensor.dtype == torch.float32
+    np.testing.assert_array_equal(tensor.numpy(), array)
+    # an inverse depth that overflows float32 is not a number of metres: invalid, not 0 m
+    assert np.isnan(relative_to_metric(np.array([1e30], np.float32), 1e10, 0.0)).all()
+    assert torch.isnan(relative_to_metric(torch.tensor([1e30]), 1e10, 0.0)).all()
 
 
 def test_metric_depth_needs_a_metric_model_or_a_scale():
@@ -120,9 +159,31 @@ def test_metric_depth_of_a_tensor_equals_the_array_path():
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
     np.testing.assert_array_equal(out.numpy(), to_metric_depth(raw, "relative_inverse_depth", settings))
     np.testing.assert_array_equal(tensor.numpy(), raw)  # input untouched
-    # hand values: 1/(0.25*0.5+0.05) = 5.714 m > 3 m -> NaN; 1/(0.25*2+0.05) = 1.818 m
+    # hand values: 1/(0.25*0.5+0.05) = 5.714 m > 3 m -> +inf; 1/(0.25*2+0.05) = 1.818 m;
+    # 0.25*(-1)+0.05 < 0 -> +inf; NaN stays NaN
     np.testing.assert_allclose(out.numpy()[0, 1], 1 / 0.55, rtol=1e-6)
-    assert np.isnan(out.numpy()[0, 0]) and np.isnan(out.numpy()[0, 2])
+    assert np.isposinf(out.numpy()[0, 0]) and np.isposinf(out.numpy()[1, 0]) and np.isnan(out.numpy()[0, 2])
+    metres = torch.tensor([[3.0, 0.0, 12.0, -2.0, math.nan, math.inf, -math.inf]])
+    np.testing.assert_array_equal(to_metric_depth(metres, "metric_depth", PipelineSettings(depth_max_range=10.0)).numpy(),
+                                  to_metric_depth(metres.numpy(), "metric_depth", PipelineSettings(depth_max_range=10.0)))
+
+
+def test_beyond_range_and_invalid_depths_are_nan_points_in_the_cloud(engine):
+    """A negative depth.shift puts part of the frame beyond range: those depths are +inf, their
+    cloud points NaN (is_dense false), and no point lies farther than a finite depth can."""
+    rgb = scene(seed=7)
+    relative = engine.infer(rgb, tasks=("depth",))[0].depth
+    shift = -float(np.median(relative)) * 0.05  # about half the pixels get a non-positive inverse depth
+    settings = PipelineSettings(depth_scale=0.05, depth_shift=shift)
+    outputs = process_frame(engine, rgb, settings, OutputRequest(depth_metric=True, cloud=True),
+                            Intrinsics(40.0, 41.0, 31.5, 23.5))
+    beyond = np.isposinf(outputs.depth_metric)
+    assert 0.2 < beyond.mean() < 0.8 and not np.isnan(outputs.depth_metric).any()
+    points = outputs.cloud.points()
+    assert outputs.cloud.is_dense is False
+    for axis in "xyz":
+        assert np.isnan(points[axis][beyond]).all() and np.isfinite(points[axis][~beyond]).all()
+    assert np.nanmax(points["z"]) < 1 / MIN_INVERSE_DEPTH
 
 
 @pytest.mark.parametrize("on_device", [False, True])
