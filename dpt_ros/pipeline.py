@@ -1,17 +1,18 @@
 """One camera frame through DPT to every output the node can publish (ROS-free).
 
 The node decides which outputs someone is listening to; this module computes exactly those, from
-the engine's raw results: metric depth (REP 117/118: metres, NaN where invalid, +inf beyond range;
-see dpt_ros.depth), relative inverse
-depth, colour visualisations, labels, and the packed point cloud.
+the engine's results: metric depth (REP 117/118: metres, NaN where invalid, +inf beyond range; see
+dpt_ros.depth), relative inverse depth, colour visualisations, labels, and the packed point cloud.
 
-With a GPU engine, metric depth and the point cloud are computed with torch on the device from
-the tensors the engine kept there (``infer(keep_on_device=True)``): the back-projection and the
-interleaving of x, y, z, rgb, label happen on the GPU and the finished cloud is copied to the host
-once.  With a CPU engine they are computed with numpy: single-threaded numpy keeps its speed when
-other processes load the cores, while torch's multi-threaded element-wise kernels slowed down
-up to 100x there (benchmarks/NOTES.md, `ablations.py --cloud-only`).  The colour visualisations (debug outputs) are made on
-the host either way.
+The engine leaves its results on its device; only what an output needs comes to the host.  With a
+GPU engine, metric depth and the point cloud are computed with torch on the device: the
+back-projection and the interleaving of x, y, z, rgb, label happen there and the finished cloud is
+copied to the host once, so a frame whose only subscriber is the cloud downloads neither the depth
+image nor the labels.  With a CPU engine they are computed with numpy on views of the engine's
+tensors (no copies): single-threaded numpy keeps its speed when other processes load the cores,
+while torch's multi-threaded element-wise kernels slowed down up to 100x there
+(benchmarks/NOTES.md, `ablations.py --cloud-only`).  The colour visualisations (debug outputs) are
+made on the host either way.
 """
 from __future__ import annotations
 
@@ -135,10 +136,9 @@ def process_frames(engine, images: list[np.ndarray], settings: PipelineSettings,
                    requests: list[OutputRequest], intrinsics: list[Intrinsics | None]) -> list[FrameOutputs]:
     """Frames of several cameras through one engine call (batched per network size), then each
     frame's requested outputs at its own input resolution."""
-    # The device tensors are only needed for what is computed there: metric depth and clouds.
-    on_device = derives_on_device(engine) and any(request.depth_metric or request.cloud for request in requests)
-    results = engine.infer(images, tasks=needed_tasks(engine.tasks, requests), keep_on_device=on_device)
-    return [_derive_outputs(engine, rgb, result, settings, request, camera)
+    results = engine.infer(images, tasks=needed_tasks(engine.tasks, requests))
+    on_device = derives_on_device(engine)
+    return [_derive_outputs(engine, rgb, result, settings, request, camera, on_device)
             for rgb, result, request, camera in zip(images, results, requests, intrinsics)]
 
 
@@ -149,22 +149,26 @@ def derives_on_device(engine) -> bool:
 
 
 def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: OutputRequest,
-                    intrinsics: Intrinsics | None) -> FrameOutputs:
-    outputs = FrameOutputs(timings_ms=dict(result.timings_ms))
-    if result.depth is not None:
+                    intrinsics: Intrinsics | None, on_device: bool) -> FrameOutputs:
+    # Reading the timings waits for the engine's work of this call (once, on a GPU); what follows
+    # is this module's own post-processing, timed on the host.
+    outputs = FrameOutputs(timings_ms=result.timings_ms)
+    has_depth, has_labels = "depth" in result.on_device, "labels" in result.on_device
+    if has_depth:
         outputs.network_size = engine.network_size(rgb.shape[0], rgb.shape[1], "depth")
-    elif result.labels is not None:
+    elif has_labels:
         outputs.network_size = engine.network_size(rgb.shape[0], rgb.shape[1], "segmentation")
 
     started = time.perf_counter()
     kind = engine.depth_output_kind
-    if result.depth is not None:
+    metric = None
+    if has_depth:
         if request.depth_relative and kind != "metric_depth":
             outputs.depth_relative = result.depth
-        want_metric = request.depth_metric or request.cloud
-        if want_metric and metric_depth_available(kind, settings):
-            metric = to_metric_depth(result.on_device.get("depth", result.depth), kind, settings)
-            outputs.depth_metric = metric.cpu().numpy() if isinstance(metric, torch.Tensor) else metric
+        if (request.depth_metric or request.cloud) and metric_depth_available(kind, settings):
+            metric = to_metric_depth(result.on_device["depth"] if on_device else result.depth, kind, settings)
+            if request.depth_metric or request.depth_colored:  # the cloud alone needs no host copy
+                outputs.depth_metric = engine.staging.to_host(metric) if on_device else metric
         if request.depth_colored:
             # Near is bright either way: metres are coloured through 1/depth, and the model's
             # relative output already is inverse depth.
@@ -172,18 +176,22 @@ def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: Ou
                 outputs.depth_colored = colorize_depth(outputs.depth_metric, inverse=True)
             else:
                 outputs.depth_colored = colorize_depth(result.depth)
-    if result.labels is not None:
+            if not request.depth_metric:
+                outputs.depth_metric = None  # computed for the colours only: not an output
+    if has_labels:
         if request.labels:
             outputs.labels = result.labels
         if request.labels_colored:
             outputs.labels_colored = blend(rgb, colorize_labels(result.labels), settings.colored_alpha)
-    if request.cloud and outputs.depth_metric is not None and intrinsics is not None:
+    if request.cloud and metric is not None and intrinsics is not None:
         max_range = settings.cloud_max_range if settings.cloud_max_range > 0.0 else math.inf
-        back_project = depth_to_xyz_torch if isinstance(metric, torch.Tensor) else depth_to_xyz
+        back_project = depth_to_xyz_torch if on_device else depth_to_xyz
         xyz = back_project(metric, intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, max_range=max_range)
-        # On the device path these are the engine's device tensors: the cloud is interleaved there.
-        outputs.cloud = pack_cloud(xyz, rgb=result.on_device.get("image", rgb),
-                                   labels=result.on_device.get("labels", result.labels), stride=settings.cloud_stride)
+        # On the device path these are the engine's device tensors: the cloud is interleaved there
+        # and crosses to the host once, through the engine's staging buffers.
+        labels = (result.on_device["labels"] if on_device else result.labels) if has_labels else None
+        outputs.cloud = pack_cloud(xyz, rgb=result.on_device["image"] if on_device else rgb, labels=labels,
+                                   stride=settings.cloud_stride, staging=engine.staging)
     outputs.timings_ms["postprocess"] = outputs.timings_ms.get("postprocess", 0.0) + (
         time.perf_counter() - started) * 1e3
     return outputs

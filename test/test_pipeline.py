@@ -196,10 +196,6 @@ def test_cloud_bytes_equal_host_back_projection_and_packing(engine, monkeypatch,
 
     assert pipeline.derives_on_device(engine) is False  # a CPU engine derives with numpy
     monkeypatch.setattr(pipeline, "derives_on_device", lambda _engine: on_device)
-    kept = []
-    infer = engine.infer
-    monkeypatch.setattr(engine, "infer", lambda *a, **k: kept.append(k["keep_on_device"]) or infer(*a, **k))
-
     rgb = scene(seed=5)
     settings = PipelineSettings(depth_scale=0.05, depth_shift=0.2, cloud_stride=1, cloud_max_range=4.0)
     request = OutputRequest(depth_metric=True, labels=True, cloud=True)
@@ -209,7 +205,54 @@ def test_cloud_bytes_equal_host_back_projection_and_packing(engine, monkeypatch,
     assert bytes(outputs.cloud.data) == bytes(expected.data)
     z = outputs.cloud.points()["z"]
     assert np.isfinite(z).any() and np.isnan(z).any()  # depths span 3.4..4.7 m around the 4 m limit
-    assert kept == [on_device]
+
+
+def spy_results(engine, monkeypatch):
+    """The InferenceResults of every engine.infer call, as they were handed to the pipeline."""
+    seen = []
+    infer = engine.infer
+
+    def infer_and_keep(*args, **kwargs):
+        results = infer(*args, **kwargs)
+        seen.extend(results)
+        return results
+
+    monkeypatch.setattr(engine, "infer", infer_and_keep)
+    return seen
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_only_what_an_output_wants_comes_to_the_host(engine, monkeypatch, on_device):
+    """The cloud alone reads neither the depth image nor the labels on the host when derived on the
+    device (with a GPU engine neither is downloaded); each image output brings exactly its own.
+    The cloud's bytes are the same on both paths and whatever else is requested."""
+    import dpt_ros.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "derives_on_device", lambda _engine: on_device)
+    seen = spy_results(engine, monkeypatch)
+    rgb, camera = scene(seed=8), Intrinsics(40.0, 41.0, 31.5, 23.5)
+    settings = PipelineSettings(depth_scale=0.05, depth_shift=0.2)
+    cloud_only = process_frame(engine, rgb, settings, OutputRequest(False, False, False, False, False, True), camera)
+    assert cloud_only.cloud is not None and cloud_only.depth_metric is None and cloud_only.labels is None
+    assert seen[-1].read_on_host() == (() if on_device else ("depth", "labels"))
+    cases = {
+        OutputRequest(depth_metric=True, depth_relative=False, labels=False, cloud=True): {"depth_metric"},
+        OutputRequest(depth_metric=False, depth_relative=False, labels=True, cloud=True): {"labels"},
+        OutputRequest(depth_metric=False, depth_relative=True, labels=False, cloud=True): {"depth_relative"},
+    }
+    for request, wanted in cases.items():
+        outputs = process_frame(engine, rgb, settings, request, camera)
+        produced = {name for name in ("depth_metric", "depth_relative", "labels") if getattr(outputs, name) is not None}
+        assert produced == wanted
+        assert bytes(outputs.cloud.data) == bytes(cloud_only.cloud.data)
+        if on_device:
+            read = set(seen[-1].read_on_host())
+            assert read == ({"depth"} if "depth_relative" in wanted else set()) | ({"labels"} & wanted)
+    both = process_frames(engine, [rgb, scene(seed=9)], settings,
+                          [OutputRequest(False, False, False, False, False, True)] * 2, [camera] * 2)
+    assert all(outputs.cloud is not None for outputs in both)
+    if on_device:  # a batch of cameras whose only subscriber is the cloud downloads nothing else
+        assert [result.read_on_host() for result in seen[-2:]] == [(), ()]
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
