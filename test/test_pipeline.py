@@ -271,3 +271,18 @@ def test_cuda_engine_outputs_equal_the_cpu_engine_outputs():
         np.testing.assert_allclose(gpu_points[name], cpu_points[name], rtol=1e-3, atol=1e-5)
     np.testing.assert_array_equal(gpu_points["rgb"], cpu_points["rgb"])
     assert (gpu_points["label"] == cpu_points["label"]).mean() > 0.99  # argmax ties may flip on a GPU
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_cloud_alone_downloads_only_the_cloud_through_reused_buffers(monkeypatch):
+    from dpt_ros.inference import InferenceEngine
+
+    engine = InferenceEngine.from_variant("dpt_tiny", tasks=("depth", "segmentation"), device="cuda", input_size=64)
+    seen = spy_results(engine, monkeypatch)
+    settings = PipelineSettings(depth_scale=1e-3, depth_shift=0.2)
+    request = OutputRequest(depth_metric=False, depth_relative=False, labels=False, cloud=True)
+    camera = Intrinsics(40.0, 41.0, 31.5, 23.5)
+    clouds = [process_frame(engine, scene(seed=seed), settings, request, camera).cloud for seed in range(4)]
+    assert all(cloud is not None and cloud.height == 48 for cloud in clouds)
+    assert [result.read_on_host() for result in seen] == [()] * 4  # neither depth nor labels downloaded
+    assert engine.staging.buffers == 2  # one upload and one cloud-download buffer, reused every frame
