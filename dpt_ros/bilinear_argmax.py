@@ -202,7 +202,8 @@ def _image_labels(logits: np.ndarray, rows: _AxisWeights, cols: _AxisWeights) ->
     best_value = np.take_along_axis(logits, best[..., None], axis=-1)[..., 0]
     bound = np.float32(ROUNDING_BOUND * max(float(best_value.max()), -float(logits.min()), 1e-30))
     # Decided: no other class within the rounding bound of the best (a tie is never decided).
-    decided = np.count_nonzero(logits >= (best_value - bound)[..., None], axis=-1) == 1
+    near_best = logits >= (best_value - bound)[..., None]
+    decided = np.add.reduce(near_best.view(np.uint8), axis=-1, dtype=np.uint8) == 1
 
     # A network pixel (i, j) anchors the 2x2 block (i..i+1, j..j+1) (clamped at the last row and
     # column, as the kernel clamps its second index); an output pixel lies in the block of its
@@ -211,42 +212,57 @@ def _image_labels(logits: np.ndarray, rows: _AxisWeights, cols: _AxisWeights) ->
     right = np.minimum(np.arange(width) + 1, width - 1)
     agree = decided & decided[down] & decided[:, right] & decided[down][:, right]
     agree &= (best == best[down]) & (best == best[:, right]) & (best == best[down][:, right])
-    block_label = np.where(agree, best, -1).astype(np.int16)
-    labels = block_label[rows.i0][:, cols.i0]
+    labels = np.where(agree, best, -1).astype(np.int16)[rows.i0][:, cols.i0]
 
-    out_rows, out_cols = np.nonzero(labels < 0)
-    if out_rows.size:
-        labels[out_rows, out_cols] = _boundary_labels(logits, rows, cols, out_rows, out_cols, bound)
+    # The output pixels of the other blocks: block (i, j) holds the output rows whose first
+    # neighbour is row i (a run: rows.i0 never decreases) times the columns whose first is j.
+    row_count, col_count = np.bincount(rows.i0, minlength=height), np.bincount(cols.i0, minlength=width)
+    row_start, col_start = np.cumsum(row_count) - row_count, np.cumsum(col_count) - col_count
+    top, left = np.nonzero(~agree & (row_count[:, None] > 0) & (col_count[None, :] > 0))
+    if top.size:
+        per_block = row_count[top] * col_count[left]
+        pixel_block = np.repeat(np.arange(top.size), per_block)
+        within = np.arange(pixel_block.size) - np.repeat(np.cumsum(per_block) - per_block, per_block)
+        across = col_count[left][pixel_block]
+        out_rows = row_start[top][pixel_block] + within // across
+        out_cols = col_start[left][pixel_block] + within % across
+        labels[out_rows, out_cols] = _boundary_labels(logits, best, top, left, pixel_block, rows, cols,
+                                                      out_rows, out_cols, bound)
     return labels
 
 
-def _boundary_labels(logits, rows: _AxisWeights, cols: _AxisWeights, out_rows, out_cols, bound) -> np.ndarray:
-    """Exact labels of the pixels whose neighbourhood does not agree, interpolating only the classes
-    that can win there."""
+def _boundary_labels(logits, best, top, left, pixel_block, rows: _AxisWeights, cols: _AxisWeights, out_rows,
+                     out_cols, bound) -> np.ndarray:
+    """Exact labels of the output pixels (out_rows, out_cols) of the blocks anchored at (top, left)
+    (pixel k lies in block pixel_block[k]), whose corners do not agree: interpolating only the
+    classes that can win there."""
     height, width, classes = logits.shape
-    block = rows.i0[out_rows] * width + cols.i0[out_cols]
-    # The blocks these pixels lie in, numbered 0..n-1 (a lookup table, cheaper than np.unique's sort)
-    blocks = np.flatnonzero(np.bincount(block, minlength=height * width))
-    number = np.empty(height * width, np.int64)
-    number[blocks] = np.arange(blocks.size)
-    pixel_block = number[block]
-    top, left = np.divmod(blocks, width)
     bottom = np.minimum(top + 1, height - 1)
     right = np.minimum(left + 1, width - 1)
-    corners = (logits[top, left], logits[top, right], logits[bottom, left], logits[bottom, right])  # (blocks, C)
+    pixels = logits.reshape(-1, classes)
+    corner_pixels = np.stack([top * width + left, top * width + right, bottom * width + left,
+                              bottom * width + right], axis=1)  # (blocks, 4)
     # Any class's interpolated value is at least its smallest corner value (less rounding), so the
-    # winner reaches the best of those; a class whose largest corner value stays below it cannot win.
+    # winner reaches the best of those, the block's floor; a class whose largest corner value stays
+    # below the floor cannot win.  A lower bound of the floor from the corners' own best classes
+    # (16 values a block) and each class's largest value in the image rule out, for every block at
+    # once, the classes that never come near (most of the 150 in a real scene).
+    corner_best = best.reshape(-1)[corner_pixels]  # (blocks, 4)
+    floor_bound = pixels[corner_pixels[:, :, None], corner_best[:, None, :]].min(axis=1).max(axis=1)
+    active = np.flatnonzero(pixels.max(axis=0) >= floor_bound.min() - 2 * bound)
+    corners = tuple(pixels[corner_pixels[:, corner, None], active] for corner in range(4))  # 4 x (blocks, A)
     lowest = np.minimum(np.minimum(corners[0], corners[1]), np.minimum(corners[2], corners[3]))
     highest = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
     candidate = highest >= (lowest.max(axis=1) - 2 * bound)[:, None]
     counts = np.count_nonzero(candidate, axis=1)
-    # Each block's candidate classes in ascending order (nonzero walks each row in order), padded
-    # to the largest count with the block's first candidate.
+    # Each block's candidate classes in ascending order (nonzero walks each row in order, and
+    # ``active`` is ascending), padded to the largest count with the block's first candidate.
     pair_block, pair_class = np.nonzero(candidate)
     first = np.cumsum(counts) - counts
     order = np.repeat(pair_class[first][:, None], counts.max(), axis=1)
     order[pair_block, np.arange(pair_block.size) - np.repeat(first, counts)] = pair_class
     values = [np.take_along_axis(corner, order, axis=1) for corner in corners]  # 4 x (blocks, K)
+    order = active[order]
 
     labels = np.empty(out_rows.size, np.int16)
     pixel_counts = counts[pixel_block]
