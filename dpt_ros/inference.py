@@ -80,6 +80,10 @@ class InferenceResult:
             self._timings, self._clock = self._clock.totals_ms(), None
         return dict(self._timings)
 
+    def has(self, name: str) -> bool:
+        """Whether the result holds "depth" / "labels" (on the device or the host), without a copy."""
+        return name in self.on_device or self._host.get(name) is not None
+
     def read_on_host(self) -> tuple[str, ...]:
         """Which of "depth" and "labels" were brought to the host from ``on_device`` (copied from a
         GPU, a view on a CPU): what tests check to see that no output downloaded more than it used."""

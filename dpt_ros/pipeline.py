@@ -153,7 +153,7 @@ def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: Ou
     # Reading the timings waits for the engine's work of this call (once, on a GPU); what follows
     # is this module's own post-processing, timed on the host.
     outputs = FrameOutputs(timings_ms=result.timings_ms)
-    has_depth, has_labels = "depth" in result.on_device, "labels" in result.on_device
+    has_depth, has_labels = result.has("depth"), result.has("labels")
     if has_depth:
         outputs.network_size = engine.network_size(rgb.shape[0], rgb.shape[1], "depth")
     elif has_labels:
@@ -191,7 +191,7 @@ def _derive_outputs(engine, rgb, result, settings: PipelineSettings, request: Ou
         # and crosses to the host once, through the engine's staging buffers.
         labels = (result.on_device["labels"] if on_device else result.labels) if has_labels else None
         outputs.cloud = pack_cloud(xyz, rgb=result.on_device["image"] if on_device else rgb, labels=labels,
-                                   stride=settings.cloud_stride, staging=engine.staging)
+                                   stride=settings.cloud_stride, staging=engine.staging if on_device else None)
     outputs.timings_ms["postprocess"] = outputs.timings_ms.get("postprocess", 0.0) + (
         time.perf_counter() - started) * 1e3
     return outputs

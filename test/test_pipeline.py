@@ -286,3 +286,30 @@ def test_cuda_cloud_alone_downloads_only_the_cloud_through_reused_buffers(monkey
     assert all(cloud is not None and cloud.height == 48 for cloud in clouds)
     assert [result.read_on_host() for result in seen] == [()] * 4  # neither depth nor labels downloaded
     assert engine.staging.buffers == 2  # one upload and one cloud-download buffer, reused every frame
+
+
+def test_results_built_by_a_stand_in_engine_feed_every_output():
+    """Host arrays in hand-built InferenceResults (what test doubles of the engine return) are used
+    as they are: the pipeline needs no device tensors and no staging from a CPU engine."""
+    import torch
+
+    from dpt_ros.inference import InferenceResult
+
+    class StandInEngine:
+        device = torch.device("cpu")
+        tasks = ("depth", "segmentation")
+        depth_output_kind = "relative_inverse_depth"
+
+        def network_size(self, height, width, task):
+            return height, width
+
+        def infer(self, images, bgr=False, tasks=None):
+            return [InferenceResult(depth=np.full(image.shape[:2], 2.0, np.float32),
+                                    labels=np.full(image.shape[:2], 7, np.uint8), timings_ms={"inference": 1.5})
+                    for image in images]
+
+    outputs = process_frame(StandInEngine(), scene(), PipelineSettings(depth_scale=0.5),
+                            OutputRequest(True, True, False, True, False, True), Intrinsics(40.0, 41.0, 31.5, 23.5))
+    assert (outputs.depth_metric == 1.0).all() and (outputs.depth_relative == 2.0).all() and (outputs.labels == 7).all()
+    assert (outputs.cloud.points()["z"] == 1.0).all() and (outputs.cloud.points()["label"] == 7).all()
+    assert outputs.timings_ms["inference"] == 1.5 and outputs.timings_ms["postprocess"] > 0
