@@ -268,36 +268,41 @@ def _boundary_labels(logits, best, top, left, pixel_block, rows: _AxisWeights, c
     pixel_counts = counts[pixel_block]
     for count in np.unique(counts):  # pixels grouped by their blocks' number of candidates
         members = np.flatnonzero(pixel_counts == count)
+        block_values = [value[:, :count] for value in values]
+        if count == 2:  # most boundary pixels: per block, the two candidates' difference at each corner
+            block_values = [value[:, :1] - value[:, 1:] for value in block_values]
         for start in range(0, members.size, max(1, _PAIRS_PER_CHUNK // count)):
             part = members[start:start + max(1, _PAIRS_PER_CHUNK // count)]
             block_here = pixel_block[part]
-            winner = _winners([value[block_here, :count] for value in values], rows, cols, out_rows[part],
-                              out_cols[part], bound)
+            winner = _winners([value[block_here] for value in block_values], count, rows, cols, out_rows[part],
+                              out_cols[part], bound, lambda: [value[block_here, :count] for value in values])
             labels[part] = order[block_here, winner]
     return labels
 
 
-def _winners(values, rows: _AxisWeights, cols: _AxisWeights, out_rows, out_cols, bound) -> np.ndarray:
-    """Position of the kernel's argmax among K candidates whose corner values are ``values`` (the
-    four (n, K) arrays top-left, top-right, bottom-left, bottom-right), lowest position on ties."""
-    count = values[0].shape[1]
+def _winners(values, count: int, rows: _AxisWeights, cols: _AxisWeights, out_rows, out_cols, bound,
+             candidate_values) -> np.ndarray:
+    """Position of the kernel's argmax among ``count`` candidates, lowest position on ties.
+
+    ``values``: the four (n, K) arrays of the candidates' values at the top-left, top-right,
+    bottom-left and bottom-right corners; for two candidates, the (n, 1) differences first minus
+    second instead.  ``candidate_values()`` gives the former in every case (for near-ties)."""
     if count == 1:
         return np.zeros(values[0].shape[0], np.int64)
     w0, w1 = cols.w0[out_cols, None], cols.w1[out_cols, None]
     h0, h1 = rows.w0[out_rows, None], rows.w1[out_rows, None]
     # Plain float32 arithmetic is within a few ulps of the kernel's: where one candidate leads every
     # other by more than the rounding bound, it is the kernel's argmax too.
-    if count == 2:  # most boundary pixels: the sign of the difference decides
-        difference = [value[:, :1] - value[:, 1:] for value in values]
-        lead = (difference[0] * w0 + difference[1] * w1) * h0 + (difference[2] * w0 + difference[3] * w1) * h1
-        winner = (lead[:, 0] < 0).astype(np.int64)
-        close = np.abs(lead[:, 0]) <= bound
+    approximate = (values[0] * w0 + values[1] * w1) * h0 + (values[2] * w0 + values[3] * w1) * h1
+    if count == 2:  # the sign of the interpolated difference decides
+        winner = (approximate[:, 0] < 0).astype(np.int64)
+        close = np.abs(approximate[:, 0]) <= bound
     else:
-        approximate = (values[0] * w0 + values[1] * w1) * h0 + (values[2] * w0 + values[3] * w1) * h1
         winner = np.argmax(approximate, axis=1)
         leader = np.take_along_axis(approximate, winner[:, None], axis=1)
         close = np.count_nonzero(approximate >= leader - bound, axis=1) > 1
     if close.any():  # near-ties: the kernel's own rounding decides, so emulate it exactly
-        exact = _interpolate(*(value[close] for value in values), w0[close], w1[close], h0[close], h1[close])
+        exact = _interpolate(*(value[close] for value in candidate_values()), w0[close], w1[close], h0[close],
+                             h1[close])
         winner[close] = np.argmax(exact, axis=1)
     return winner
