@@ -32,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from bench_util import DEPTH_SCALE, DEPTH_SHIFT, format_table, percentile, use_checkout
+from bench_util import DEPTH_SCALE, DEPTH_SHIFT, benchmark_device, format_table, percentile, use_checkout
 
 use_checkout()
 
@@ -82,10 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    args.device = benchmark_device(parser, args.device)
     args.variants = list(dpt_model.VARIANTS) if args.variants == "all" else _split(args.variants)
     unknown = [v for v in args.variants if v not in dpt_model.VARIANTS]
     if unknown:

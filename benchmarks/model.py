@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from bench_util import REPO, format_table, percentile, use_checkout
+from bench_util import REPO, benchmark_device, format_table, percentile, use_checkout
 
 use_checkout()
 
@@ -113,10 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
 
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    args.device = benchmark_device(parser, args.device)
     on_cuda = args.device == "cuda"
     args.variants = list(VARIANTS) if args.variants == "all" else _split(args.variants)
     args.compile = _split(args.compile)
