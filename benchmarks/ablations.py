@@ -16,12 +16,18 @@ numpy arrays (what CPU engines run) against the same functions on CPU torch tens
 path's code on the CPU), quiet and again with two busy-looping processes on the cores: the
 measurement behind ``pipeline.derives_on_device``.  Both must give identical bytes.
 
-Segmentation post-processing (``--postprocess``): the engine's ``resized_argmax`` (bilinear
-resize of the 150-class logits to the image size, then argmax) against the same computation on
-channels_last logits; both must give identical labels.
+Segmentation post-processing (``--postprocess-only``): labels at the image size from 150-class
+logits, per geometry (image <- network) and kind of logits (dpt_tiny's real output on a synthetic
+scene; "structured": a few classes with smooth crossing fields), three ways: ``before`` (what
+the engine ran until now: resize the channels-last logits, then argmax), ``reference``
+(``bilinear_argmax.plain_resized_argmax``: resize every NCHW class plane, then argmax) and
+``resized_argmax`` (what the engine runs: argmax at network resolution, exact interpolation only
+near class boundaries).  Wall times alternate in one run; ``cpu`` is the process CPU time of
+``resized_argmax`` (single-threaded numpy: what it costs whatever else loads the cores).  The
+labels of ``resized_argmax`` must equal the reference's at every pixel.
 
     python benchmarks/ablations.py --variant dpt_hybrid --runs 5
-    python benchmarks/ablations.py --postprocess-only
+    python benchmarks/ablations.py --postprocess-only --runs 10
     python benchmarks/ablations.py --variant dpt_hybrid --model-only --compile
     python benchmarks/ablations.py --cloud-only --runs 30
 """
@@ -40,7 +46,7 @@ use_checkout()
 
 from dpt_ros.cloud import pack_cloud  # noqa: E402
 from dpt_ros.geometry import depth_to_xyz, depth_to_xyz_torch  # noqa: E402
-from dpt_ros.inference import resized_argmax  # noqa: E402
+from dpt_ros.bilinear_argmax import plain_resized_argmax, resized_argmax  # noqa: E402
 from dpt_ros.model import build_model  # noqa: E402
 from dpt_ros.model_runner import ModelRunner  # noqa: E402
 
@@ -88,26 +94,63 @@ def model_ablation(args) -> str:
     return title + "\n" + format_table(["config", "p50 ms", "p90 ms", "time / baseline", "max|diff|"], rows)
 
 
+def label_logits(kind: str, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """(1, 150, height, width) channels-last float32 logits, as the engine gets them."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "dpt_tiny":
+        model = build_model("dpt_tiny", "segmentation", seed=seed).to(memory_format=torch.channels_last).eval()
+        y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        scene = torch.stack([x, y, torch.sin(3 * x * y)])[None]  # smooth ramps and curved boundaries
+        scene[:, :, height // 4:height // 2, width // 3:2 * width // 3] = torch.tensor([0.8, -0.6, -0.8])[:, None, None]
+        with torch.inference_mode():
+            return model(scene.contiguous(memory_format=torch.channels_last)).float()
+    coarse = torch.randn(1, 150, max(2, height // 16), max(2, width // 16), generator=generator)
+    fields = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    fields[:, :8] *= 3
+    fields[:, 8:] -= 10
+    logits = fields + 0.05 * torch.randn(1, 150, height, width, generator=generator)
+    return logits.contiguous(memory_format=torch.channels_last)
+
+
 def postprocess_ablation(args) -> str:
-    width, height = (int(v) for v in args.image.split("x"))
-    net_w, net_h = (int(v) for v in args.network.split("x"))
-    logits = torch.randn(1, 150, net_h, net_w, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for geometry in args.label_geometries.split(","):
+        image, network = geometry.split(":")
+        width, height = (int(v) for v in image.split("x"))
+        net_w, net_h = (int(v) for v in network.split("x"))
+        size = (height, width)
+        for kind in ("dpt_tiny", "structured"):
+            logits = label_logits(kind, net_h, net_w)
+            functions = {
+                "before": lambda: F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(dim=1)
+                if (net_h, net_w) != size else logits.argmax(dim=1),
+                "reference": lambda: plain_resized_argmax(logits, size),
+                "resized_argmax": lambda: resized_argmax(logits, size),
+            }
+            cpu_ms = []
 
-    def channels_last():
-        resized = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=(height, width),
-                                mode="bilinear", align_corners=False)
-        return resized.argmax(dim=1)
+            def timed_cpu():
+                started = time.process_time()
+                result = resized_argmax(logits, size)
+                cpu_ms.append((time.process_time() - started) * 1e3)
+                return result
 
-    functions = {"resized_argmax (NCHW)": lambda: resized_argmax(logits, (height, width)),
-                 "channels_last resize + argmax": channels_last}
-    with torch.inference_mode():
-        same = bool(torch.equal(functions["resized_argmax (NCHW)"](), channels_last()))
-        times = alternate(functions, args.runs, args.warmup)
-    base = percentile(times["resized_argmax (NCHW)"], 50)
-    rows = [[name, percentile(t, 50), percentile(t, 90), percentile(t, 50) / base] for name, t in times.items()]
-    title = (f"# 150-class logits {net_w}x{net_h} -> labels {width}x{height} on cpu, {args.runs} runs; "
-             f"identical labels: {same}")
-    return title + "\n" + format_table(["segmentation post-processing", "p50 ms", "p90 ms", "time / engine"], rows)
+            functions["resized_argmax"] = timed_cpu
+            with torch.inference_mode():
+                reference = functions["reference"]()
+                identical = bool(torch.equal(resized_argmax(logits, size), reference))
+                differ_before = int((functions["before"]() != reference).sum())
+                times = alternate(functions, args.runs, args.warmup)
+            before, ref, new = (percentile(times[name], 50) for name in ("before", "reference", "resized_argmax"))
+            rows.append([f"{width}x{height} <- {net_w}x{net_h}", kind, before, ref, new,
+                         percentile(times["resized_argmax"], 90), percentile(cpu_ms[args.warmup:], 50),
+                         before / new, identical, differ_before])
+    title = (f"# labels from 150-class logits on cpu ({torch.get_num_threads()} torch threads), {args.warmup} warm-up + "
+             f"{args.runs} runs alternating; ms; identical = resized_argmax equals the reference at every pixel; "
+             "before != ref = pixels where resizing channels-last logits rounds a near-tie the other way")
+    return title + "\n" + format_table(
+        ["image <- network", "logits", "before p50", "reference p50", "resized_argmax p50", "p90", "cpu p50",
+         "before / new", "identical", "before != ref"], rows)
 
 
 def cloud_ablation(args) -> str:
@@ -149,9 +192,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--image", default="1280x720", help="post-processing: image WIDTHxHEIGHT")
-    parser.add_argument("--network", default="864x480",
-                        help="post-processing: logits WIDTHxHEIGHT (default: a 480 network on a 1280x720 image)")
+    parser.add_argument("--label-geometries", default="640x480:160x128,640x480:512x384,640x480:640x480",
+                        help="post-processing: comma-separated IMAGE:NETWORK sizes (WIDTHxHEIGHT): dpt_tiny at "
+                             "640x480, a 384 network, a 480 network (the same size: argmax only); add "
+                             "1280x720:864x480 for a 480 network on 720p")
     parser.add_argument("--postprocess-only", action="store_true")
     parser.add_argument("--model-only", action="store_true")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile row (compiles for minutes)")

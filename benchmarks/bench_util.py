@@ -106,6 +106,17 @@ def default_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def benchmark_device(parser, device: str | None) -> str:
+    """:func:`default_device`, and asking for cuda where torch sees none is a usage error (through
+    ``parser``, before anything is built)."""
+    import torch
+
+    device = default_device(device)
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    return device
+
+
 def ros_environment(domain_id: int | None, fastdds_profile: str | None) -> tuple[dict, str]:
     """The environment of every child process and a one-line description of it.
 

@@ -37,11 +37,11 @@ import time
 
 import torch
 
-from bench_util import REPO, format_table, percentile, use_checkout
+from bench_util import REPO, benchmark_device, format_table, percentile, use_checkout
 
 use_checkout()
 
-from dpt_ros.model import DPT, build_model, get_model_spec, to_hf_state_dict  # noqa: E402
+from dpt_ros.model import DPT, VARIANTS, build_model, get_model_spec, to_hf_state_dict  # noqa: E402
 from dpt_ros.model.variants import HYBRID  # noqa: E402
 from dpt_ros.model_runner import COMPILE_MODES, ModelRunner  # noqa: E402
 
@@ -79,7 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="dpt_large,dpt_hybrid",
-                        help="comma-separated variant names (dpt_large, dpt_hybrid, dpt_base, dpt_tiny, ...)")
+                        help="comma-separated variant names (dpt_large, dpt_hybrid, dpt_base, dpt_tiny, ...) or "
+                        "'all' (every variant in dpt_ros.model.VARIANTS; one without a transformers twin is "
+                        "skipped with the reason)")
     parser.add_argument("--tasks", default="depth", help="comma-separated: depth, segmentation")
     parser.add_argument("--precisions", default=None,
                         help="comma-separated fp32, fp16, bf16 (default: fp32,bf16 on cpu - fp16 is very slow "
@@ -102,20 +104,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: %(default)s); transformers always runs its default (contiguous)")
     parser.add_argument("--hf-attention", choices=("sdpa", "eager"), default="sdpa",
                         help="transformers' attention implementation (its default is sdpa)")
-    parser.add_argument("--compile", choices=COMPILE_MODES, default="eager",
+    parser.add_argument("--compile", default="eager",
                         help="how OUR forward runs: eager, torch_compile or cuda_graph (CUDA only; "
-                        "falls back to eager elsewhere, as the node does) (default: %(default)s)")
+                        "falls back to eager elsewhere, as the node does), or several comma-separated "
+                        "(each variant is built once for all) (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
 
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    args.device = benchmark_device(parser, args.device)
     on_cuda = args.device == "cuda"
-    args.variants = _split(args.variants)
+    args.variants = list(VARIANTS) if args.variants == "all" else _split(args.variants)
+    args.compile = _split(args.compile)
+    if not args.compile or any(mode not in COMPILE_MODES for mode in args.compile):
+        parser.error(f"--compile: choose from {', '.join(COMPILE_MODES)}")
     args.tasks = _split(args.tasks)
     args.precisions = _split(args.precisions or ("fp32,fp16,bf16" if on_cuda else "fp32,bf16"))
     unknown = [p for p in args.precisions if p not in PRECISIONS]
@@ -233,7 +236,7 @@ def timed_call(fn, device: torch.device):
 
 
 def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: torch.device,
-                macs_per_image: float) -> Row:
+                macs_per_image: float, mode: str) -> Row:
     generator = torch.Generator().manual_seed(args.seed + batch)
     x = torch.randn(batch, 3, args.size, args.size, generator=generator).to(device)
     dtype = PRECISIONS[precision]
@@ -243,7 +246,7 @@ def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: to
     ours = ours.to(memory_format=memory_format)
     x_ours = x.contiguous(memory_format=memory_format)
 
-    runner = ModelRunner(ours, args.compile, device, dtype, warn=lambda text: print(f"#   {text}", flush=True),
+    runner = ModelRunner(ours, mode, device, dtype, warn=lambda text: print(f"#   {text}", flush=True),
                          name=f"{spec.name} {precision}")
 
     def run_ours():
@@ -254,7 +257,7 @@ def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: to
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             return theirs_output(theirs(pixel_values=x), is_seg)
 
-    if args.compile != "eager":
+    if mode != "eager":
         first_ms, _ = timed_call(run_ours, device)
         print(f"#   {precision} batch {batch}: first call ({runner.status}) {first_ms / 1e3:.1f} s", flush=True)
     ours_out = theirs_out = None
@@ -317,12 +320,14 @@ def table(rows, on_cuda: bool) -> str:
                "theirs/ours", "max|diff|", "max|theirs|"]
     if on_cuda:
         headers += ["GMAC", "floor% ours", "floor% theirs"]
+    headers.append("ours ran")
     lines = []
     for r in rows:
         line = [r.variant, r.task, r.precision, r.batch, len(r.ours_runs_ms), r.ours_p50_ms, r.ours_p90_ms, r.theirs_p50_ms,
                 r.theirs_p90_ms, r.speedup, f"{r.max_abs_diff:.2e}", r.max_abs_theirs]
         if on_cuda:
             line += [r.gmac, 100 * r.ours_floor_fraction, 100 * r.theirs_floor_fraction]
+        line.append(r.compile_mode.split(" (")[0] + (" (fell back)" if "fell back" in r.compile_mode else ""))
         lines.append(line)
     return format_table(headers, lines)
 
@@ -346,7 +351,7 @@ def main(argv=None) -> int:
     env = environment(args, device)
     print(f"# model benchmark {env['date']}: {env['device']} ({env['device_name']}), {env['cpu_threads']} CPU "
           f"threads, torch {env['torch']}, timm {env['timm']}, transformers {env['transformers']} "
-          f"(attention: {args.hf_attention}); ours: compile {args.compile}")
+          f"(attention: {args.hf_attention}); ours: compile {', '.join(args.compile)}")
     budget = f" (fewer, >= {MIN_RUNS}, past {args.row_budget_s:g} s a row)" if args.row_budget_s > 0 else ""
     print(f"# input {args.size}x{args.size}, {args.warmup} warm-up + {args.runs} timed runs per side{budget}, "
           "alternating; times in ms; theirs/ours > 1 means ours is faster")
@@ -354,20 +359,28 @@ def main(argv=None) -> int:
         print(f"# floor% = time at {args.peak_tflops:g} TFLOPS for the network's MACs / measured p50")
     sys.stdout.flush()
 
-    rows = []
+    rows, skipped = [], {}
     for variant in args.variants:
         for task in args.tasks:
+            if task not in VARIANTS[variant].tasks:
+                continue
             spec = benchmark_spec(variant, task, args.size)
             macs = forward_macs(spec, 1, args.size)
             print(f"# {spec.name}: {macs:.1f} GMAC per image at {args.size}x{args.size}", flush=True)
-            ours, theirs = build_pair(spec, args.seed, device, args.hf_attention)
-            for precision in args.precisions:
-                for batch in args.batches:
-                    row = measure_row(ours, theirs, spec, precision, batch, args, device, macs)
-                    rows.append(row)
-                    print(f"#   {precision} batch {batch}: ours {row.ours_p50_ms:.1f} ms, theirs "
-                          f"{row.theirs_p50_ms:.1f} ms, x{row.speedup:.2f}, max|diff| {row.max_abs_diff:.2e}",
-                          flush=True)
+            try:
+                ours, theirs = build_pair(spec, args.seed, device, args.hf_attention)
+            except Exception as error:  # e.g. a variant transformers has no twin for
+                skipped[spec.name] = f"{type(error).__name__}: {error}"
+                print(f"#   skipped, no transformers reference: {skipped[spec.name]}", flush=True)
+                continue
+            for mode in args.compile:
+                for precision in args.precisions:
+                    for batch in args.batches:
+                        row = measure_row(ours, theirs, spec, precision, batch, args, device, macs, mode)
+                        rows.append(row)
+                        print(f"#   {precision} batch {batch} {row.compile_mode}: ours {row.ours_p50_ms:.1f} ms, "
+                              f"theirs {row.theirs_p50_ms:.1f} ms, x{row.speedup:.2f}, max|diff| "
+                              f"{row.max_abs_diff:.2e}", flush=True)
             del ours, theirs
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -379,7 +392,8 @@ def main(argv=None) -> int:
         print(against_theirs_fp32(rows))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(environment=env, rows=[dataclasses.asdict(r) for r in rows]), fh, indent=1)
+            json.dump(dict(environment=env, rows=[dataclasses.asdict(r) for r in rows], skipped=skipped), fh,
+                      indent=1)
         print(f"\nwrote {args.json}")
     return 0
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dpt_ros.geometry import decimate
+from dpt_ros.host_transfer import HostStaging
 
 # sensor_msgs/PointField datatype codes.
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = 1, 2, 3, 4, 5, 6, 7, 8
@@ -86,7 +87,7 @@ def _layout(with_rgb: bool, with_labels: bool) -> tuple[list[tuple[str, int, int
     return fields, point_step
 
 
-def pack_cloud(xyz, rgb=None, labels=None, stride: int = 1) -> PackedCloud:
+def pack_cloud(xyz, rgb=None, labels=None, stride: int = 1, staging: HostStaging | None = None) -> PackedCloud:
     """Pack (H, W, 3) float32 points, optional (H, W, 3) uint8 RGB and (H, W) uint8 labels.
 
     Inputs are numpy arrays, or torch tensors on one device (a GPU: the points are interleaved
@@ -94,7 +95,8 @@ def pack_cloud(xyz, rgb=None, labels=None, stride: int = 1) -> PackedCloud:
     numpy: single-threaded, it keeps a steadier speed on loaded cores than torch's CPU kernels
     (benchmarks/NOTES.md, `ablations.py --cloud-only`).  The cloud stays organized: with ``stride`` > 1 every stride-th row and
     column is kept (height = ceil(H / stride), width = ceil(W / stride)).  NaN points are kept as
-    NaN, so ``is_dense`` is False.
+    NaN, so ``is_dense`` is False.  ``staging``: the engine's reused page-locked buffers for the
+    one download of a cloud built on a GPU (default: a plain copy).
     """
     on_torch = isinstance(xyz, torch.Tensor)
     if not on_torch:
@@ -130,7 +132,10 @@ def pack_cloud(xyz, rgb=None, labels=None, stride: int = 1) -> PackedCloud:
         _interleave(block, block.view(torch.float32), xyz.to(torch.float32),
                     rgb.flip(-1) if rgb is not None else None, labels)
         if buffer:
-            torch.from_numpy(host).copy_(block)
+            if staging is not None:
+                staging.copy_into(block, host)
+            else:
+                torch.from_numpy(host).copy_(block)
     else:
         _interleave(host, host.view("<f4"), xyz, rgb[:, :, ::-1] if rgb is not None else None, labels)
     return PackedCloud(

@@ -1,24 +1,43 @@
-"""Depth conversions shared by the model, the node and the bag evaluator (numpy or torch)."""
+"""Depth conversions shared by the model, the node and the bag evaluator (numpy or torch).
 
-# Smallest inverse depth accepted before inverting; the published metric DPT models clamp here too.
+Depth validity follows REP 117/118 (one rule for every output of this package):
+
+* a finite positive value is a depth in metres;
+* ``+inf`` means "beyond range": nothing within the range the depth can represent, i.e. a
+  non-positive inverse depth (``scale * out + shift <= MIN_INVERSE_DEPTH``) or a depth beyond
+  the configured maximum range;
+* ``NaN`` means invalid: a non-finite model output, a zero or negative metric depth;
+* never a large finite stand-in (a costmap raytraces finite points and clears what lies before
+  them), and never ``-inf`` (REP 117's "too close", which a monocular model cannot tell).
+"""
+import numpy as np
+import torch
+
+# Inverse depths (1/m) at or below this are beyond range (+inf).  The published metric DPT models
+# clamp here and would report 1e8 m; a depth that far means "no surface in range", which REP 117
+# spells +inf.
 MIN_INVERSE_DEPTH = 1e-8
 
 
 def relative_to_metric(out, scale: float, shift: float):
-    """Metric depth in metres from the network's inverse-depth output.
+    """Metric depth in metres from the network's inverse-depth output, by the rule above.
 
-    The KITTI/NYU DPT models predict ``scale*out + shift`` in inverse metres; values at or below
-    MIN_INVERSE_DEPTH are clamped so the division never produces inf or a negative depth.
-    Works on numpy arrays and torch tensors alike.
+    The KITTI/NYU DPT models predict ``scale*out + shift`` in inverse metres: a positive inverse
+    depth gives ``1 / inverse``; an inverse depth at or below MIN_INVERSE_DEPTH (a negative
+    ``shift`` makes such values common) is beyond range, ``+inf``; a non-finite ``out`` (or an
+    inverse depth that overflowed) is invalid, ``NaN``.  Works on numpy arrays and torch tensors
+    alike, with the same float operations, so both give identical values.
     """
-    inverse = out * scale + shift
-    if hasattr(inverse, "clamp"):
-        inverse = inverse.clamp(min=MIN_INVERSE_DEPTH)
-    else:
-        import numpy as np
-
-        inverse = np.maximum(inverse, MIN_INVERSE_DEPTH)
-    return 1.0 / inverse
+    if isinstance(out, torch.Tensor):
+        inverse = out * scale + shift
+        depth = 1.0 / inverse
+        depth = depth.masked_fill(inverse <= MIN_INVERSE_DEPTH, float("inf"))
+        return depth.masked_fill(~torch.isfinite(inverse), float("nan"))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inverse = out * scale + shift
+        depth = np.divide(1.0, inverse)
+        depth = np.where(inverse <= MIN_INVERSE_DEPTH, np.inf, depth)
+        return np.where(np.isfinite(inverse), depth, np.nan).astype(depth.dtype, copy=False)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ is_bigendian`` (Image) or ``format, data`` (CompressedImage) works, so rclpy mes
 ``rosbags`` typestore dataclasses decode alike.  ``data`` may be ``bytes``, ``array.array('B')``
 (what rclpy stores), a uint8 numpy array (what rosbags stores) or a list of ints.
 
-Decoding is zero-copy where the pixel layout allows it: rgb8 images and 8-bit / little-endian
+Colour images come in every raw encoding of ``COLOR_ENCODINGS`` (Bayer mosaics included,
+demosaiced bilinearly here so the node and the evaluator both take them).  Decoding is zero-copy
+where the pixel layout allows it: rgb8 images and 8-bit / little-endian
 16-bit label images come back as numpy views of the message buffer (honouring ``step``, so rows
 may be padded).  Such a view aliases the message - copy it before modifying it - and is
 read-only when ``data`` is ``bytes``.  Encodings that need a channel swap or colour conversion,
@@ -49,11 +51,22 @@ _LAYOUTS = {
     "uyvy": _Layout(2, "u1"),
     "yuv422_yuy2": _Layout(2, "u1"),
     "yuyv": _Layout(2, "u1"),
+    # Bayer mosaics: one sample per pixel, the colour filter pattern of the top-left 2x2 cell in the name.
+    "bayer_rggb8": _Layout(1, "u1"),
+    "bayer_bggr8": _Layout(1, "u1"),
+    "bayer_gbrg8": _Layout(1, "u1"),
+    "bayer_grbg8": _Layout(1, "u1"),
+    "bayer_rggb16": _Layout(1, "u2"),
+    "bayer_bggr16": _Layout(1, "u2"),
+    "bayer_gbrg16": _Layout(1, "u2"),
+    "bayer_grbg16": _Layout(1, "u2"),
 }
 
 COLOR_ENCODINGS = (
     "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "8UC1", "8UC3",
     "yuv422", "yuv422_yuy2", "uyvy", "yuyv",
+    "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8",
+    "bayer_rggb16", "bayer_bggr16", "bayer_gbrg16", "bayer_grbg16",
 )
 DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")
 LABEL_ENCODINGS = ("mono8", "8UC1", "16UC1", "mono16")
@@ -66,6 +79,18 @@ _YUV422_CODES = {
     "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
     "yuyv": cv2.COLOR_YUV2RGB_YUY2,
 }
+
+# Bayer demosaicing: bilinear, as cv_bridge and image_proc's debayer do by default.  OpenCV names a
+# pattern by the second row's second and third pixels, so ROS's rggb (R at the top-left) is
+# OpenCV's "BG"; each pair was checked against a mosaic made from a known image.
+_BAYER_CODES = {
+    "rggb": cv2.COLOR_BayerBG2RGB,
+    "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB,
+    "grbg": cv2.COLOR_BayerGB2RGB,
+}
+# Bilinear demosaicing reads a pixel's 3x3 neighbourhood; OpenCV returns zeros for smaller images.
+_BAYER_MIN_SIDE = 3
 
 # Millimetres per metre for 16-bit depth images (REP 118).
 _MM_PER_M = 1000.0
@@ -102,6 +127,9 @@ def _pixel_view(msg, supported: tuple[str, ...]) -> tuple[np.ndarray, str]:
     if encoding in _YUV422_CODES and width % 2:
         raise ImageDecodeError(
             f"{encoding} packs two pixels per macropixel, so the width must be even (got {width})")
+    if encoding.startswith("bayer_") and min(height, width) < _BAYER_MIN_SIDE:
+        raise ImageDecodeError(
+            f"{encoding} needs at least {_BAYER_MIN_SIDE}x{_BAYER_MIN_SIDE} pixels to demosaic (got {width}x{height})")
     itemsize = np.dtype(layout.dtype).itemsize
     row_bytes = width * layout.channels * itemsize
     if step < row_bytes:
@@ -151,6 +179,8 @@ def image_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     rgb8 returns a view of the message buffer (zero-copy; rows may be padded when step exceeds
     width*3); other encodings return a new contiguous array.  8UC3 is read as bgr8 and 8UC1 as
     mono8 (cv_bridge's convention); mono16 uses :func:`mono16_to_mono8`; alpha is dropped.
+    Bayer mosaics (bayer_rggb8 ... bayer_grbg16) are demosaiced bilinearly at their own depth;
+    16-bit ones are then brought to 8 bits by the mono16 rule.
     """
     check_pixel_count(msg.width, msg.height, max_pixels)
     view, encoding = _pixel_view(msg, COLOR_ENCODINGS)
@@ -166,8 +196,26 @@ def image_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
         return cv2.cvtColor(view[:, :, 0], cv2.COLOR_GRAY2RGB)
     if encoding == "mono16":
         return cv2.cvtColor(mono16_to_mono8(view[:, :, 0]), cv2.COLOR_GRAY2RGB)
+    if encoding.startswith("bayer_"):
+        return bayer_to_rgb(view[:, :, 0], encoding[len("bayer_"):len("bayer_") + 4])
     # Packed YUV 4:2:2: cv2 wants the bytes as a 2-channel image of the full width.
     return cv2.cvtColor(view, _YUV422_CODES[encoding])
+
+
+def bayer_to_rgb(mosaic: np.ndarray, pattern: str) -> np.ndarray:
+    """Demosaic an (H, W) uint8 or uint16 Bayer ``mosaic`` (``pattern`` rggb, bggr, gbrg or grbg:
+    the filter colours of its top-left 2x2 cell, row by row) to (H, W, 3) uint8 RGB.
+
+    Bilinear interpolation of the two missing colours at every pixel (exact on constant colour,
+    and inside the image on linear gradients); 16-bit samples are demosaiced at 16 bits, then
+    mapped to 8 by :func:`mono16_to_mono8`'s rule.
+    """
+    if pattern not in _BAYER_CODES:
+        raise ImageDecodeError(f"unknown Bayer pattern {pattern!r}; supported: {', '.join(_BAYER_CODES)}")
+    if mosaic.dtype.byteorder == ">":  # OpenCV wants native byte order
+        mosaic = mosaic.astype(mosaic.dtype.newbyteorder("="))
+    rgb = cv2.cvtColor(np.ascontiguousarray(mosaic), _BAYER_CODES[pattern])
+    return mono16_to_mono8(rgb) if rgb.dtype == np.uint16 else rgb
 
 
 def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:

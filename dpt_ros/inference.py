@@ -1,27 +1,34 @@
 """Inference engine: uint8 images in, depth and ADE20K labels at input resolution out.
 
 ROS-free.  Everything after the upload happens on the engine's device: channel order, resize to
-the network size, normalization, the forward pass(es), resize back, argmax.  Only the uint8 input
-goes up and only the final float32 depth / uint8 labels come back, which keeps host<->device
-traffic at its minimum and the CPU free for the ROS side.
+the network size, normalization, the forward pass(es), resize back, argmax.  Results stay on the
+device (``InferenceResult.on_device``) until an output needs them on the host: ``result.depth``
+and ``result.labels`` make their host copy when first read, through page-locked staging buffers
+reused per shape (dpt_ros.host_transfer), so a caller that only needs, say, a point cloud built
+on the device never downloads the depth image or the labels.  On a GPU the stages are timed with
+CUDA events and nothing synchronizes the device until a result is read.
 
 Preprocessing follows the DPT reference: RGB, keep the aspect ratio and scale as little as
 possible so both sides become multiples of 32 ("minimal" rule), bicubic resize, then
 ``(x / 255 - mean) / std``.  Depth is resized back bicubically, segmentation logits bilinearly
-before the argmax (both with align_corners=False), as in the reference evaluation.
+before the argmax (both with align_corners=False), as in the reference evaluation; the labels come
+from dpt_ros.bilinear_argmax, which gives the argmax of the resized logits without resizing all
+150 class planes on a CPU.
 """
 from __future__ import annotations
 
 import contextlib
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dpt_ros.bilinear_argmax import resized_argmax
+from dpt_ros.host_transfer import HostStaging
 from dpt_ros.model_runner import COMPILE_MODES, ModelRunner
 
 TASKS = ("depth", "segmentation")
@@ -30,30 +37,64 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 # The DPT backbones patchify at 16 and the decoder halves the grid twice more: sizes must be
 # multiples of 32.
 NETWORK_MULTIPLE = 32
-# Upper bound on elements of one resized-logits chunk (fp32): 64 Mi elements = 256 MiB.  The full
-# 150-class map of a 1080p image would be 1.2 GiB, so larger images are argmaxed in channel chunks.
-_LOGITS_CHUNK_ELEMENTS = 1 << 26
+STAGES = ("preprocess", "inference", "postprocess")
 
 
-@dataclass
 class InferenceResult:
     """Outputs for one input image, at the input's resolution.
 
-    ``depth``: (H, W) float32, relative inverse depth (unitless) or metres, see
+    ``depth``: (H, W) float32 host array, relative inverse depth (unitless) or metres, see
     ``InferenceEngine.depth_output_kind``; None when depth is off.
-    ``labels``: (H, W) uint8 ADE20K class index 0..149 (objectInfo150 order, 0 = wall); None when
-    segmentation is off.
-    ``timings_ms``: wall time of the "preprocess", "inference" and "postprocess" stages of the
-    ``infer`` call that produced this result (images batched together share one set of timings).
-    ``on_device``: only with ``infer(..., keep_on_device=True)``: the same data as torch tensors on
-    the engine's device - "image" (H, W, 3) uint8 RGB input, "depth", "labels" - so outputs derived
-    from them (metric depth, point cloud) can be computed there and copied back once, finished.
+    ``labels``: (H, W) uint8 host array, ADE20K class index 0..149 (objectInfo150 order,
+    0 = wall); None when segmentation is off.
+    Both are copied from the device when first read (a CPU engine's are views, no copy).
+    ``on_device``: the same data as torch tensors on the engine's device - "image" (H, W, 3)
+    uint8 RGB input, "depth", "labels" - for outputs derived there (metric depth, point cloud).
+    ``timings_ms``: time of the "preprocess", "inference" and "postprocess" stages of the
+    ``infer`` call that produced this result (images batched together share one set of timings):
+    wall time on a CPU, device time between CUDA events on a GPU (reading it waits for the
+    engine's work of that call, once).
     """
 
-    depth: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    on_device: dict[str, torch.Tensor] = field(default_factory=dict)
+    def __init__(self, depth: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 timings_ms: dict[str, float] | None = None, on_device: dict[str, torch.Tensor] | None = None,
+                 staging: HostStaging | None = None, clock: "_StageClock | None" = None):
+        self._host = {"depth": depth, "labels": labels}
+        self.on_device: dict[str, torch.Tensor] = dict(on_device or {})
+        self._timings = dict(timings_ms or {})
+        self._staging = staging
+        self._clock = clock
+        self._downloaded: set[str] = set()
+
+    @property
+    def depth(self) -> np.ndarray | None:
+        return self._host_copy("depth")
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self._host_copy("labels")
+
+    @property
+    def timings_ms(self) -> dict[str, float]:
+        if self._clock is not None:
+            self._timings, self._clock = self._clock.totals_ms(), None
+        return dict(self._timings)
+
+    def has(self, name: str) -> bool:
+        """Whether the result holds "depth" / "labels" (on the device or the host), without a copy."""
+        return name in self.on_device or self._host.get(name) is not None
+
+    def read_on_host(self) -> tuple[str, ...]:
+        """Which of "depth" and "labels" were brought to the host from ``on_device`` (copied from a
+        GPU, a view on a CPU): what tests check to see that no output downloaded more than it used."""
+        return tuple(name for name in self._host if name in self._downloaded)
+
+    def _host_copy(self, name: str) -> np.ndarray | None:
+        if self._host[name] is None and name in self.on_device:
+            tensor = self.on_device[name]
+            self._host[name] = self._staging.to_host(tensor) if self._staging is not None else tensor.cpu().numpy()
+            self._downloaded.add(name)
+        return self._host[name]
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -143,19 +184,37 @@ def validate_image(image, position: int | None = None) -> np.ndarray:
 
 
 class _StageClock:
-    """Accumulates wall time per stage; waits for the device so GPU work lands in its stage."""
+    """Time per stage of one ``infer`` call.
+
+    On a CPU: wall time around each stage.  On a GPU: CUDA events recorded around each stage on the
+    current stream, read once at the end (``totals_ms`` waits for the last event), so no stage
+    waits for the device just to be timed."""
 
     def __init__(self, device: torch.device):
-        self._device = device
-        self.totals_ms = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        self._cuda = device.type == "cuda"
+        self._totals = dict.fromkeys(STAGES, 0.0)
+        self._events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
 
     @contextlib.contextmanager
     def measure(self, stage: str):
-        start = time.perf_counter()
+        if self._cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self._events.append((stage, start, end))
+            return
+        started = time.perf_counter()
         yield
-        if self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
-        self.totals_ms[stage] += (time.perf_counter() - start) * 1e3
+        self._totals[stage] += (time.perf_counter() - started) * 1e3
+
+    def totals_ms(self) -> dict[str, float]:
+        if self._events:
+            self._events[-1][2].synchronize()
+            for stage, start, end in self._events:
+                self._totals[stage] += start.elapsed_time(end)
+            self._events.clear()
+        return dict(self._totals)
 
 
 @dataclass
@@ -212,6 +271,7 @@ class InferenceEngine:
             raise ValueError(f"unknown compile_mode {compile_mode!r}: expected one of {COMPILE_MODES}")
         self._compile_mode = compile_mode
         self._warn = warn
+        self._staging = HostStaging(self._device)
         self._tasks: dict[str, _TaskRunner] = {}
         for task, model, input_size in (
             ("depth", depth_model, depth_input_size),
@@ -330,6 +390,12 @@ class InferenceEngine:
         return self._precision
 
     @property
+    def staging(self) -> HostStaging:
+        """The engine's host<->device copies (page-locked buffers reused per shape on a GPU): what
+        derives outputs on the device uses it to bring them back."""
+        return self._staging
+
+    @property
     def compile_mode(self) -> str:
         return self._compile_mode
 
@@ -371,28 +437,26 @@ class InferenceEngine:
         return self._network_batch(runner, uploaded, list(range(len(images))), sizes.pop(), bgr)
 
     @torch.inference_mode()
-    def infer(self, images, bgr: bool = False, tasks: Sequence[str] | None = None,
-              keep_on_device: bool = False) -> list[InferenceResult]:
+    def infer(self, images, bgr: bool = False, tasks: Sequence[str] | None = None) -> list[InferenceResult]:
         """Run the enabled tasks on ``images`` (one (H, W, 3) uint8 array or a list of them).
 
         ``bgr=True`` when the arrays are in BGR channel order (OpenCV, ROS bgr8); the swap happens
         on the device.  ``tasks`` restricts the run to some enabled tasks (None = all): the node
         skips a model whose outputs nobody subscribes to.  Returns one InferenceResult per image,
-        in order; a task not run leaves its field None.  ``keep_on_device`` also returns the
-        device tensors (``InferenceResult.on_device``).
+        in order; a task not run leaves its field None.  Nothing is copied back to the host here:
+        see InferenceResult.
         """
         if tasks is not None:
             unknown = [task for task in tasks if task not in self._tasks]
             if unknown:
                 raise ValueError(f"tasks {unknown} are not enabled in this engine (enabled: {self.tasks})")
         images = self._validated_list(images)
-        results = [InferenceResult() for _ in images]
         clock = _StageClock(self._device)
+        results = [InferenceResult(staging=self._staging, clock=clock) for _ in images]
         with clock.measure("preprocess"):
             uploaded = self._upload(images)
-        if keep_on_device:
-            for result, (tensor, row) in zip(results, uploaded):
-                result.on_device["image"] = tensor[row].flip(-1) if bgr else tensor[row]
+        for result, (tensor, row) in zip(results, uploaded):
+            result.on_device["image"] = tensor[row].flip(-1) if bgr else tensor[row]
         for task, runner in self._tasks.items():
             if tasks is not None and task not in tasks:
                 continue
@@ -403,11 +467,9 @@ class InferenceEngine:
                     output = self._forward(runner, batch)
                 with clock.measure("postprocess"):
                     if task == "depth":
-                        self._store_depth(output, images, indices, results, keep_on_device)
+                        self._store_depth(output, images, indices, results)
                     else:
-                        self._store_labels(output, images, indices, results, keep_on_device)
-        for result in results:
-            result.timings_ms = dict(clock.totals_ms)
+                        self._store_labels(output, images, indices, results)
         return results
 
     # ----------------------------------------------------------------------------------------
@@ -421,7 +483,8 @@ class InferenceEngine:
         return [validate_image(image, position) for position, image in enumerate(images)]
 
     def _upload(self, images: list[np.ndarray]) -> list[tuple[torch.Tensor, int]]:
-        """Copy the uint8 images to the device; same-size images travel as one stacked tensor.
+        """Copy the uint8 images to the device; same-size images travel as one stacked tensor
+        (through a reused page-locked buffer on a GPU, asynchronously).
 
         Returns, per image, (device tensor (N, H, W, 3) uint8, row of this image in it).
         """
@@ -433,10 +496,7 @@ class InferenceEngine:
             # ascontiguousarray copies only views with odd strides (e.g. a flipped array).
             stacked = np.stack([images[i] for i in indices]) if len(indices) > 1 else \
                 np.ascontiguousarray(images[indices[0]])[None]
-            host = torch.from_numpy(stacked)
-            if self._device.type == "cuda":
-                host = host.pin_memory()
-            on_device = host.to(self._device, non_blocking=True)
+            on_device = self._staging.upload(stacked)
             for row, index in enumerate(indices):
                 placement[index] = (on_device, row)
         return placement
@@ -478,23 +538,19 @@ class InferenceEngine:
     def _forward(self, runner: _TaskRunner, batch: torch.Tensor) -> torch.Tensor:
         return runner.forward(batch)
 
-    def _store_depth(self, output, images, indices, results, keep_on_device: bool) -> None:
+    def _store_depth(self, output, images, indices, results) -> None:
         if output.ndim == 4 and output.shape[1] == 1:
             output = output[:, 0]
         if output.ndim != 3 or output.shape[0] != len(indices):
             raise RuntimeError(f"depth model returned shape {tuple(output.shape)}, expected (B, H, W)")
         for size, positions in _positions_by_size(images, indices).items():
-            resized = output[positions].unsqueeze(1)
+            resized = _rows(output, positions).unsqueeze(1)
             if tuple(resized.shape[-2:]) != size:
                 resized = F.interpolate(resized, size=size, mode="bicubic", align_corners=False)
-            on_device = resized[:, 0]
-            host = on_device.cpu().numpy()
             for row, position in enumerate(positions):
-                results[indices[position]].depth = host[row]
-                if keep_on_device:
-                    results[indices[position]].on_device["depth"] = on_device[row]
+                results[indices[position]].on_device["depth"] = resized[row, 0]
 
-    def _store_labels(self, output, images, indices, results, keep_on_device: bool) -> None:
+    def _store_labels(self, output, images, indices, results) -> None:
         if output.ndim != 4 or output.shape[0] != len(indices):
             raise RuntimeError(
                 f"segmentation model returned shape {tuple(output.shape)}, expected (B, C, H, W)"
@@ -502,12 +558,9 @@ class InferenceEngine:
         if output.shape[1] > 256:
             raise RuntimeError(f"{output.shape[1]} classes do not fit uint8 labels")
         for size, positions in _positions_by_size(images, indices).items():
-            labels = resized_argmax(output[positions], size).to(torch.uint8)
-            host = labels.cpu().numpy()
+            labels = resized_argmax(_rows(output, positions), size, dtype=torch.uint8)
             for row, position in enumerate(positions):
-                results[indices[position]].labels = host[row]
-                if keep_on_device:
-                    results[indices[position]].on_device["labels"] = labels[row]
+                results[indices[position]].on_device["labels"] = labels[row]
 
 
 def _positions_by_size(images, indices) -> dict[tuple[int, int], list[int]]:
@@ -518,30 +571,7 @@ def _positions_by_size(images, indices) -> dict[tuple[int, int], list[int]]:
     return groups
 
 
-def resized_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """argmax over classes of ``logits`` (B, C, h, w) bilinearly resized to ``size``.
-
-    Equals ``interpolate(logits, size).argmax(1)`` (first index wins ties) but resizes a few
-    classes at a time when the full resized map would be large, keeping a running maximum.
-    """
-    batch, classes = logits.shape[:2]
-    if tuple(logits.shape[-2:]) == tuple(size):
-        # A same-size bilinear resize is the identity; skipping it saves a full pass.
-        return logits.argmax(dim=1)
-    per_chunk = max(1, _LOGITS_CHUNK_ELEMENTS // max(1, batch * size[0] * size[1]))
-    if per_chunk >= classes:
-        resized = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return resized.argmax(dim=1)
-    best_value = best_index = None
-    for start in range(0, classes, per_chunk):
-        resized = F.interpolate(
-            logits[:, start : start + per_chunk], size=size, mode="bilinear", align_corners=False
-        )
-        value, index = resized.max(dim=1)
-        if best_value is None:
-            best_value, best_index = value, index
-        else:
-            better = value > best_value  # strict: an earlier class keeps a tie
-            best_value = torch.where(better, value, best_value)
-            best_index = torch.where(better, index + start, best_index)
-    return best_index
+def _rows(batch: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    """``batch[positions]``, without the copy when that is the whole batch in order (150-class
+    logits at 640x480 are 184 MB)."""
+    return batch if positions == list(range(batch.shape[0])) else batch[positions]

@@ -75,7 +75,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   minimum=0.0, maximum=1e6),
     ParameterSpec("depth.shift", 0.0, "Relative models: shift of the map above (inverse metres)",
                   minimum=-1e6, maximum=1e6),
-    ParameterSpec("depth.max_range", 0.0, "Depth beyond this (m) is published as NaN; 0 = no limit",
+    ParameterSpec("depth.max_range", 0.0, "Depth beyond this (m) is published as +inf (beyond range, REP 117); 0 = no limit",
                   minimum=0.0, maximum=1e6),
     ParameterSpec("cloud.enabled", True, "Publish the points cloud (needs metric depth and camera_info)"),
     ParameterSpec("cloud.stride", 1, "Keep every n-th row and column in the cloud", minimum=1, maximum=64),

@@ -1,16 +1,18 @@
 """One camera frame through DPT to every output the node can publish (ROS-free).
 
 The node decides which outputs someone is listening to; this module computes exactly those, from
-the engine's raw results: metric depth (REP 118: metres, NaN where invalid), relative inverse
-depth, colour visualisations, labels, and the packed point cloud.
+the engine's results: metric depth (REP 117/118: metres, NaN where invalid, +inf beyond range; see
+dpt_ros.depth), relative inverse depth, colour visualisations, labels, and the packed point cloud.
 
-With a GPU engine, metric depth and the point cloud are computed with torch on the device from
-the tensors the engine kept there (``infer(keep_on_device=True)``): the back-projection and the
-interleaving of x, y, z, rgb, label happen on the GPU and the finished cloud is copied to the host
-once.  With a CPU engine they are computed with numpy: single-threaded numpy keeps its speed when
-other processes load the cores, while torch's multi-threaded element-wise kernels slowed down
-up to 100x there (benchmarks/NOTES.md, `ablations.py --cloud-only`).  The colour visualisations (debug outputs) are made on
-the host either way.
+The engine leaves its results on its device; only what an output needs comes to the host.  With a
+GPU engine, metric depth and the point cloud are computed with torch on the device: the
+back-projection and the interleaving of x, y, z, rgb, label happen there and the finished cloud is
+copied to the host once, so a frame whose only subscriber is the cloud downloads neither the depth
+image nor the labels.  With a CPU engine they are computed with numpy on views of the engine's
+tensors (no copies): single-threaded numpy keeps its speed when other processes load the cores,
+while torch's multi-threaded element-wise kernels slowed down up to 100x there
+(benchmarks/NOTES.md, `ablations.py --cloud-only`).  The colour visualisations (debug outputs) are
+made on the host either way.
 """
 from __future__ import annotations
 
@@ -49,17 +51,17 @@ class PipelineSettings:
     # Affine map from the model's relative inverse depth to inverse metres; scale 0 = not set.
     depth_scale: float = 0.0
     depth_shift: float = 0.0
-    # True: depth_scale/depth_shift are an online alignment of this frame (dpt_ros.alignment) and
-    # map the model's inverse depth (model_inverse_depth) for any model, metric ones included (a
-    # scale_only correction); scale 0 = no usable alignment, so no metric depth even from a
-    # metric model.  Made by aligned().
-    depth_aligned: bool = False
-    # Depth beyond this many metres is reported invalid (NaN); 0 = no limit.
+    # Depth beyond this many metres is reported beyond range (+inf, REP 117); 0 = no limit.
     depth_max_range: float = 0.0
     cloud_stride: int = 1
     # Points beyond this many metres are NaN in the cloud; 0 = no limit.
     cloud_max_range: float = 0.0
     colored_alpha: float = 0.5
+    # True: depth_scale/depth_shift are an online alignment of this frame (dpt_ros.alignment) and
+    # map the model's inverse depth (model_inverse_depth) for any model, metric ones included (a
+    # scale_only correction); scale 0 = no usable alignment, so no metric depth even from a
+    # metric model.  Made by aligned().
+    depth_aligned: bool = False
 
     def aligned(self, scale_shift: tuple[float, float] | None) -> "PipelineSettings":
         """These settings for a frame whose metric depth comes from an online alignment:
@@ -81,7 +83,7 @@ class Intrinsics:
 
 @dataclass
 class FrameOutputs:
-    depth_metric: np.ndarray | None = None      # (H, W) float32 metres, NaN invalid
+    depth_metric: np.ndarray | None = None      # (H, W) float32 metres, NaN invalid, +inf beyond range
     depth_relative: np.ndarray | None = None    # (H, W) float32 unitless inverse depth
     depth_colored: np.ndarray | None = None     # (H, W, 3) uint8 RGB
     labels: np.ndarray | None = None            # (H, W) uint8 class ids
@@ -110,25 +112,36 @@ def model_inverse_depth(raw, depth_output_kind: str):
 
 
 def to_metric_depth(raw, depth_output_kind: str, settings: PipelineSettings):
-    """Metres with NaN for invalid pixels: non-finite, non-positive or beyond depth_max_range.
+    """Metres by the depth validity rule of REP 117/118 (dpt_ros.depth): NaN where invalid, +inf
+    where beyond range, never a large finite stand-in.
 
+    A relative model's output goes through ``relative_to_metric`` with depth.scale/shift (a
+    non-positive inverse depth is +inf); a metric model's output is kept, except that NaN, zero,
+    negative and -inf depths are invalid (NaN); with an online alignment (settings.depth_aligned)
+    any model's inverse depth goes through ``relative_to_metric`` with the alignment's scale/shift.  Depth beyond ``depth_max_range`` is +inf: the
+    model saw something, but farther than the range the depth is trusted to.
     ``raw`` is the engine's depth output as a numpy array (float32 numpy comes back) or a torch
-    tensor (a float32 tensor on the same device comes back); the input is never modified."""
-    is_tensor = isinstance(raw, torch.Tensor)
-    xp = torch if is_tensor else np
-    if depth_output_kind == "metric_depth" and not settings.depth_aligned:
-        depth = raw.to(torch.float32, copy=True) if is_tensor else raw.astype(np.float32, copy=True)
+    tensor (a float32 tensor on the same device comes back, with no host sync); both give the same
+    values.  The input is never modified."""
+    keep_metric = depth_output_kind == "metric_depth" and not settings.depth_aligned
+    if isinstance(raw, torch.Tensor):
+        if keep_metric:
+            depth = raw.to(torch.float32, copy=True)
+            depth.masked_fill_(~(depth > 0.0), math.nan)  # NaN fails "> 0" and stays NaN
+        else:
+            depth = relative_to_metric(model_inverse_depth(raw.to(torch.float32), depth_output_kind),
+                                       settings.depth_scale, settings.depth_shift)
+        if settings.depth_max_range > 0.0:
+            depth.masked_fill_(depth > settings.depth_max_range, math.inf)
+        return depth
+    if keep_metric:
+        depth = raw.astype(np.float32, copy=True)
+        np.copyto(depth, np.nan, where=~(depth > 0.0))
     else:
-        raw = raw.to(torch.float32) if is_tensor else raw.astype(np.float32, copy=False)
-        depth = relative_to_metric(model_inverse_depth(raw, depth_output_kind), settings.depth_scale,
-                                   settings.depth_shift)
-        depth = depth if is_tensor else depth.astype(np.float32, copy=False)
-    invalid = ~xp.isfinite(depth) | (depth <= 0.0)
+        depth = relative_to_metric(model_inverse_depth(raw.astype(np.float32, copy=False), depth_output_kind),
+                                   settings.depth_scale, settings.depth_shift)
     if settings.depth_max_range > 0.0:
-        invalid |= depth > settings.depth_max_range
-    if is_tensor:
-        return depth.masked_fill_(invalid, math.nan)  # no host sync, unlike boolean-index assignment
-    depth[invalid] = np.nan
+        np.copyto(depth, np.inf, where=depth > settings.depth_max_range)
     return depth
 
 
@@ -165,9 +178,7 @@ def infer_frames(engine, images: list[np.ndarray], requests: list[OutputRequest]
     """The first half of process_frames: one engine call for the tasks the requests need.  A
     caller that needs the prediction before deciding a frame's settings (online alignment) runs
     this, then derive_outputs per frame with that frame's settings."""
-    # The device tensors are only needed for what is computed there: metric depth and clouds.
-    on_device = derives_on_device(engine) and any(request.depth_metric or request.cloud for request in requests)
-    return engine.infer(images, tasks=needed_tasks(engine.tasks, requests), keep_on_device=on_device)
+    return engine.infer(images, tasks=needed_tasks(engine.tasks, requests))
 
 
 def derives_on_device(engine) -> bool:
@@ -179,21 +190,26 @@ def derives_on_device(engine) -> bool:
 def derive_outputs(engine, rgb, result, settings: PipelineSettings, request: OutputRequest,
                    intrinsics: Intrinsics | None) -> FrameOutputs:
     """The second half of process_frames: one frame's requested outputs from its engine result."""
-    outputs = FrameOutputs(timings_ms=dict(result.timings_ms))
-    if result.depth is not None:
+    on_device = derives_on_device(engine)
+    # Reading the timings waits for the engine's work of this call (once, on a GPU); what follows
+    # is this module's own post-processing, timed on the host.
+    outputs = FrameOutputs(timings_ms=result.timings_ms)
+    has_depth, has_labels = result.has("depth"), result.has("labels")
+    if has_depth:
         outputs.network_size = engine.network_size(rgb.shape[0], rgb.shape[1], "depth")
-    elif result.labels is not None:
+    elif has_labels:
         outputs.network_size = engine.network_size(rgb.shape[0], rgb.shape[1], "segmentation")
 
     started = time.perf_counter()
     kind = engine.depth_output_kind
-    if result.depth is not None:
+    metric = None
+    if has_depth:
         if request.depth_relative and kind != "metric_depth":
             outputs.depth_relative = result.depth
-        want_metric = request.depth_metric or request.cloud
-        if want_metric and metric_depth_available(kind, settings):
-            metric = to_metric_depth(result.on_device.get("depth", result.depth), kind, settings)
-            outputs.depth_metric = metric.cpu().numpy() if isinstance(metric, torch.Tensor) else metric
+        if (request.depth_metric or request.cloud) and metric_depth_available(kind, settings):
+            metric = to_metric_depth(result.on_device["depth"] if on_device else result.depth, kind, settings)
+            if request.depth_metric or request.depth_colored:  # the cloud alone needs no host copy
+                outputs.depth_metric = engine.staging.to_host(metric) if on_device else metric
         if request.depth_colored:
             # Near is bright either way: metres are coloured through 1/depth, and the model's
             # relative output already is inverse depth.
@@ -201,18 +217,22 @@ def derive_outputs(engine, rgb, result, settings: PipelineSettings, request: Out
                 outputs.depth_colored = colorize_depth(outputs.depth_metric, inverse=True)
             else:
                 outputs.depth_colored = colorize_depth(result.depth)
-    if result.labels is not None:
+            if not request.depth_metric:
+                outputs.depth_metric = None  # computed for the colours only: not an output
+    if has_labels:
         if request.labels:
             outputs.labels = result.labels
         if request.labels_colored:
             outputs.labels_colored = blend(rgb, colorize_labels(result.labels), settings.colored_alpha)
-    if request.cloud and outputs.depth_metric is not None and intrinsics is not None:
+    if request.cloud and metric is not None and intrinsics is not None:
         max_range = settings.cloud_max_range if settings.cloud_max_range > 0.0 else math.inf
-        back_project = depth_to_xyz_torch if isinstance(metric, torch.Tensor) else depth_to_xyz
+        back_project = depth_to_xyz_torch if on_device else depth_to_xyz
         xyz = back_project(metric, intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, max_range=max_range)
-        # On the device path these are the engine's device tensors: the cloud is interleaved there.
-        outputs.cloud = pack_cloud(xyz, rgb=result.on_device.get("image", rgb),
-                                   labels=result.on_device.get("labels", result.labels), stride=settings.cloud_stride)
+        # On the device path these are the engine's device tensors: the cloud is interleaved there
+        # and crosses to the host once, through the engine's staging buffers.
+        labels = (result.on_device["labels"] if on_device else result.labels) if has_labels else None
+        outputs.cloud = pack_cloud(xyz, rgb=result.on_device["image"] if on_device else rgb, labels=labels,
+                                   stride=settings.cloud_stride, staging=engine.staging if on_device else None)
     outputs.timings_ms["postprocess"] = outputs.timings_ms.get("postprocess", 0.0) + (
         time.perf_counter() - started) * 1e3
     return outputs

@@ -197,3 +197,48 @@ def test_alignment_benchmark_quick(tmp_path):
     for row in data["transform"]:
         assert row["max_abs_diff"] < 1e-9  # the same points either way
         assert row["ratio"] == pytest.approx(row["matmul_p50_ms"] / row["per_coordinate_p50_ms"])
+
+@pytest.mark.timeout(420)
+def test_engine_benchmark_quick_on_the_tiny_variant(tmp_path):
+    out = tmp_path / "engine.json"
+    result = run_script("engine.py", "--quick", "--device", "cpu", "--variants", "dpt_tiny", "--precisions", "fp32",
+                        "--compile", "eager,cuda_graph", "--cameras", "2", "--json", str(out), timeout=400)
+    headers, rows = table_rows(result.stdout, "variant", containing="pipeline p50")
+    assert headers[:4] == ["variant", "tasks", "prec", "compile"]
+    assert [(row[0], row[1], row[2], row[3]) for row in rows] == [
+        ("dpt_tiny", "depth+segmentation", "fp32", "eager"),
+        ("dpt_tiny", "depth+segmentation", "fp32", "cuda_graph -> eager")]  # no CUDA here: the node's fallback
+    data = json.loads(out.read_text())
+    assert [row["ran"] for row in data["rows"]] == ["eager", "cuda_graph -> eager"]
+    assert data["rows"][0]["compile"] == "eager" and "cuda_graph needs a CUDA device" in data["rows"][1]["compile"]
+    for row in data["rows"]:
+        assert 0 < row["engine_p50_ms"] <= row["engine_p90_ms"] and 0 < row["pipeline_p50_ms"] <= row["pipeline_p90_ms"]
+        assert set(row["stages_p50_ms"]) == {"preprocess", "inference", "postprocess"}
+        assert all(value > 0 for value in row["stages_p50_ms"].values())
+        assert math.isfinite(row["batched_fps"]) and math.isfinite(row["separate_fps"]) and row["separate_fps"] > 0
+    batch_headers, batch_rows = table_rows(result.stdout, "variant", containing="batched / separate")
+    ratio = batch_headers.index("batched / separate")
+    for row, data_row in zip(batch_rows, data["rows"]):
+        assert float(row[ratio]) == pytest.approx(data_row["batched_fps"] / data_row["separate_fps"], abs=0.01)
+
+
+def test_benchmarks_take_their_variants_from_the_model_registry():
+    """`--variants all` is dpt_ros.model.VARIANTS in both benchmarks gpu_check runs: a variant added
+    there is benchmarked without touching the scripts."""
+    import importlib.util
+
+    from dpt_ros.model import VARIANTS
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        for name in ("engine", "model"):
+            spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up there
+            spec.loader.exec_module(module)
+            args = module.parse_args(["--variants", "all", "--device", "cpu", "--compile", "eager,cuda_graph"])
+            assert args.variants == list(VARIANTS) and args.compile == ["eager", "cuda_graph"]
+            with pytest.raises(SystemExit):
+                module.parse_args(["--device", "cpu", "--compile", "eager,tensorrt"])
+    finally:
+        sys.path.remove(str(BENCHMARKS))

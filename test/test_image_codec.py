@@ -170,6 +170,75 @@ def test_rosbags_and_rclpy_messages_decode():
 
 # ---- bad input -------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------- Bayer
+BAYER_PATTERNS = ("rggb", "bggr", "gbrg", "grbg")
+
+
+def bayer_mosaic(rgb, pattern):
+    """The mosaic a sensor with colour filter ``pattern`` (the top-left 2x2 cell, row by row) would
+    record of the scene ``rgb``: each pixel keeps only its filter's channel."""
+    channel = {"r": 0, "g": 1, "b": 2}
+    mosaic = np.empty(rgb.shape[:2], rgb.dtype)
+    for (dy, dx), colour in zip(((0, 0), (0, 1), (1, 0), (1, 1)), pattern):
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, channel[colour]]
+    return mosaic
+
+
+def bayer_msg(mosaic, pattern, pad=0, bigendian=0):
+    bits = 8 * mosaic.dtype.itemsize
+    samples = mosaic.astype(mosaic.dtype.newbyteorder(">" if bigendian else "<"))
+    rows = [row.tobytes() for row in samples]
+    return image_msg(f"bayer_{pattern}{bits}", mosaic.shape[0], mosaic.shape[1], len(rows[0]) + pad,
+                     rows_with_padding(rows, pad), is_bigendian=bigendian)
+
+
+def smooth_scene(height=18, width=24):
+    """Each channel a different linear ramp: bilinear demosaicing reproduces it exactly away from
+    the border, where it lacks the neighbours on one side."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([40 + 5 * x, 60 + 4 * y, 200 - 3 * x - 2 * y], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("pattern", BAYER_PATTERNS)
+@pytest.mark.parametrize("pad", [0, 3])
+def test_bayer8_demosaics_a_smooth_scene(pattern, pad):
+    scene = smooth_scene()
+    out = image_to_rgb(bayer_msg(bayer_mosaic(scene, pattern), pattern, pad=pad))
+    assert out.dtype == np.uint8 and out.shape == scene.shape
+    np.testing.assert_array_equal(out[1:-1, 1:-1], scene[1:-1, 1:-1])
+    assert np.abs(out.astype(int) - scene).max() <= 10  # the border pixels extrapolate a little
+
+
+@pytest.mark.parametrize("pattern", BAYER_PATTERNS)
+def test_bayer_channel_order_on_constant_colour_is_exact(pattern):
+    """R, G and B differ, so a pattern decoded as another one (or channels swapped) shows."""
+    scene = np.empty((5, 7, 3), np.uint8)
+    scene[...] = (200, 50, 10)
+    np.testing.assert_array_equal(image_to_rgb(bayer_msg(bayer_mosaic(scene, pattern), pattern)), scene)
+    others = [other for other in BAYER_PATTERNS if other != pattern]
+    for other in others:  # the same bytes under another pattern name give other colours
+        assert not np.array_equal(image_to_rgb(bayer_msg(bayer_mosaic(scene, pattern), other)), scene)
+
+
+@pytest.mark.parametrize("pattern", BAYER_PATTERNS)
+@pytest.mark.parametrize("bigendian", [0, 1])
+def test_bayer16_demosaics_at_16_bits_then_the_mono16_rule(pattern, bigendian):
+    scene = smooth_scene()
+    full_range = bayer_mosaic(scene.astype(np.uint16) * 257, pattern)  # v * 257 -> v by the mono16 rule
+    out = image_to_rgb(bayer_msg(full_range, pattern, pad=2, bigendian=bigendian))
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out[1:-1, 1:-1], scene[1:-1, 1:-1])
+    # 12-bit samples in 16-bit words (many industrial cameras) keep the fixed 16-bit rule
+    twelve_bit = np.full((4, 6, 3), (4095, 2048, 16), np.uint16)
+    out = image_to_rgb(bayer_msg(bayer_mosaic(twelve_bit, pattern), pattern, bigendian=bigendian))
+    np.testing.assert_array_equal(out, mono16_to_mono8(twelve_bit))
+
+
+def test_bayer_too_small_to_demosaic_raises():
+    with pytest.raises(ImageDecodeError, match=r"at least 3x3 pixels to demosaic \(got 4x2\)"):
+        image_to_rgb(image_msg("bayer_grbg8", 2, 4, 4, bytes(8)))
+
+
 @pytest.mark.parametrize("msg, message", [
     (image_msg("32SC4", 2, 3, 9, bytes(18)),
      r"unsupported image encoding '32SC4'; supported: rgb8, bgr8"),
@@ -188,10 +257,11 @@ def test_bad_raw_images_raise(msg, message):
 
 
 def test_unknown_encoding_lists_all_supported():
-    with pytest.raises(ImageDecodeError) as info:
-        image_to_rgb(image_msg("bayer_rggb8", 2, 2, 2, bytes(4)))
+    with pytest.raises(ImageDecodeError, match="unsupported image encoding 'nv21'") as info:
+        image_to_rgb(image_msg("nv21", 2, 2, 2, bytes(6)))
     for name in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "8UC1", "8UC3",
-                 "yuv422", "yuv422_yuy2", "uyvy", "yuyv"):
+                 "yuv422", "yuv422_yuy2", "uyvy", "yuyv", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8",
+                 "bayer_grbg8", "bayer_rggb16", "bayer_bggr16", "bayer_gbrg16", "bayer_grbg16"):
         assert name in str(info.value)
 
 

@@ -5,8 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dpt_ros.inference as inference
-from dpt_ros.inference import InferenceEngine, network_size, resized_argmax, resolve_device
+from dpt_ros.inference import InferenceEngine, network_size, resolve_device
 
 ADE20K_CLASSES = 150
 
@@ -204,21 +203,29 @@ def test_labels_are_argmax_of_bilinearly_resized_logits(engine, height, width, n
     with torch.inference_mode():
         logits = engine._tasks["segmentation"].model(engine.preprocess(image, "segmentation"))
     assert logits.shape == (1, ADE20K_CLASSES, *net_size)
-    resized = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    # the reference resizes NCHW logits: one arithmetic for every class plane
+    resized = F.interpolate(logits.contiguous(), size=(height, width), mode="bilinear", align_corners=False)
     expected = resized.argmax(dim=1)[0].numpy()
     np.testing.assert_array_equal(result.labels, expected)
     assert result.labels.min() >= 0 and result.labels.max() <= 149
     assert len(np.unique(result.labels)) > 1  # a constant map would make the check vacuous
 
 
-def test_chunked_argmax_equals_full_argmax(monkeypatch):
-    generator = torch.Generator().manual_seed(3)
-    logits = torch.randn(2, ADE20K_CLASSES, 12, 20, generator=generator)
-    logits[0, 7] = logits[0, 100]  # exact ties: the lower class index must win, as in argmax
-    full = F.interpolate(logits, size=(50, 70), mode="bilinear", align_corners=False).argmax(dim=1)
-    monkeypatch.setattr(inference, "_LOGITS_CHUNK_ELEMENTS", 2 * 50 * 70 * 16)  # 16 classes a chunk
-    chunked = resized_argmax(logits, (50, 70))
-    assert torch.equal(chunked, full)
+def test_upsampled_labels_through_the_engine_equal_the_reference(monkeypatch):
+    """A network smaller than the image (dpt_tiny, or a small input_size): the engine's labels
+    come from dpt_ros.bilinear_argmax's host path and equal the plain resize + argmax."""
+    import dpt_ros.bilinear_argmax as bilinear_argmax
+
+    engine = InferenceEngine.from_variant("dpt_tiny", tasks="segmentation", device="cpu", input_size=64)
+    image = smooth_image(150, 200, seed=5)
+    with torch.inference_mode():
+        logits = engine._tasks["segmentation"].model(engine.preprocess(image, "segmentation"))
+    assert logits.shape[-2:] == (64, 96)
+    expected = bilinear_argmax.plain_resized_argmax(logits, (150, 200))[0].numpy()
+    monkeypatch.setattr(bilinear_argmax, "plain_resized_argmax", None)  # the host path must not need it
+    (result,) = engine.infer(image)
+    np.testing.assert_array_equal(result.labels, expected)
+    assert len(np.unique(expected)) > 1
 
 
 def test_bgr_input_gives_identical_results(engine):
@@ -511,13 +518,46 @@ def test_channels_last_path_equals_the_contiguous_fp32_path():
 
 
 @pytest.mark.parametrize("bgr", [False, True])
-def test_keep_on_device_returns_the_same_data_as_tensors(engine, bgr):
+def test_results_stay_on_the_device_until_read(engine, bgr):
     frames = [smooth_image(48, 64, seed=1), smooth_image(60, 80, seed=2)]
-    results = engine.infer([f[:, :, ::-1].copy() if bgr else f for f in frames], bgr=bgr, keep_on_device=True)
+    results = engine.infer([f[:, :, ::-1].copy() if bgr else f for f in frames], bgr=bgr)
     for frame, result in zip(frames, results):
         assert set(result.on_device) == {"image", "depth", "labels"}
         assert all(t.device == engine.device for t in result.on_device.values())
+        assert result.read_on_host() == ()  # nothing brought to the host before someone reads it
         np.testing.assert_array_equal(result.on_device["image"].cpu().numpy(), frame)  # RGB either way
-        np.testing.assert_array_equal(result.on_device["depth"].cpu().numpy(), result.depth)
+        depth = result.depth
+        assert result.read_on_host() == ("depth",)
+        np.testing.assert_array_equal(result.on_device["depth"].cpu().numpy(), depth)
         np.testing.assert_array_equal(result.on_device["labels"].cpu().numpy(), result.labels)
-    assert engine.infer(frames[0])[0].on_device == {}  # nothing held on the device unless asked
+        assert result.read_on_host() == ("depth", "labels")
+        assert result.depth is depth  # one host copy per result, however often it is read
+    depth_only = engine.infer(frames[0], tasks=("depth",))[0]
+    assert set(depth_only.on_device) == {"image", "depth"} and depth_only.labels is None
+
+
+def test_results_built_by_hand_keep_their_arrays():
+    from dpt_ros.inference import InferenceResult
+
+    depth, labels = np.ones((2, 3), np.float32), np.zeros((2, 3), np.uint8)
+    result = InferenceResult(depth=depth, labels=labels, timings_ms={"inference": 2.0})
+    assert result.depth is depth and result.labels is labels and result.timings_ms == {"inference": 2.0}
+    assert result.on_device == {} and result.read_on_host() == ()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_stages_are_timed_by_events_without_a_synchronize_per_stage(monkeypatch):
+    engine = InferenceEngine(ContractDepthNet(), ContractSegmentationNet(), device="cuda")
+    image = smooth_image(240, 320)
+    engine.infer(image)  # warm-up: kernel selection, allocator
+    synchronizes = []
+    real = torch.cuda.synchronize
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: synchronizes.append(1) or real(*a, **k))
+    (result,) = engine.infer(image)
+    assert synchronizes == []  # infer only enqueues work
+    timings = result.timings_ms  # waits for the last event
+    assert set(timings) == {"preprocess", "inference", "postprocess"} and all(v > 0 for v in timings.values())
+    assert result.read_on_host() == ()
+    (on_cpu,) = InferenceEngine(ContractDepthNet(), ContractSegmentationNet(), device="cpu").infer(image)
+    np.testing.assert_allclose(result.depth, on_cpu.depth, rtol=1e-3, atol=1e-4)
+    assert result.read_on_host() == ("depth",)

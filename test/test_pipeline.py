@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from dpt_ros.depth import relative_to_metric
+from dpt_ros.depth import MIN_INVERSE_DEPTH, relative_to_metric
 from dpt_ros.geometry import depth_to_xyz
 from dpt_ros.pipeline import (Intrinsics, OutputRequest, PipelineSettings, derive_outputs, infer_frames,
                               metric_depth_available, model_inverse_depth, needed_tasks, process_frame,
@@ -22,19 +22,58 @@ def scene(height=48, width=64, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def test_metric_depth_marks_invalid_and_far_pixels_nan():
+def test_metric_depth_marks_invalid_nan_and_non_positive_inverse_depth_beyond_range():
+    # No max_range here: before REP 117/118 validity, -5 was clamped to 1e-8 and published as a
+    # valid-looking 1e8 m, which only depth.max_range turned into NaN.
     raw = np.array([[1.0, np.nan], [np.inf, -5.0]], np.float32)
-    settings = PipelineSettings(depth_scale=1.0, depth_shift=0.0, depth_max_range=0.5)
-    depth = to_metric_depth(raw, "relative_inverse_depth", settings)
-    # 1/1 = 1 m is beyond 0.5 m; NaN/inf inputs and a clamped negative (1e8 m) are invalid too.
-    assert np.isnan(depth).all()
+    depth = to_metric_depth(raw, "relative_inverse_depth", PipelineSettings(depth_scale=1.0, depth_shift=0.0))
+    np.testing.assert_array_equal(depth, [[1.0, np.nan], [np.nan, np.inf]])
     depth = to_metric_depth(np.array([[4.0, 2.0]], np.float32), "relative_inverse_depth",
                             PipelineSettings(depth_scale=0.5, depth_shift=0.5, depth_max_range=0.0))
     np.testing.assert_allclose(depth, [[1 / 2.5, 1 / 1.5]], rtol=1e-6)
-    metres = np.array([[3.0, 0.0, 12.0]], np.float32)
+
+
+def test_a_negative_shift_gives_plus_inf_never_a_large_finite_depth():
+    # inverse = 0.5*out - 1: out 4 -> 1 m, out 2 -> exactly 0, out 1 -> negative, out 2.00000002
+    # -> a positive inverse depth below MIN_INVERSE_DEPTH (farther than 1e8 m): all beyond range.
+    raw = np.array([[4.0, 2.0, 1.0, 0.0, 2.0 + 1e-8]], np.float32)
+    settings = PipelineSettings(depth_scale=0.5, depth_shift=-1.0)
+    depth = to_metric_depth(raw, "relative_inverse_depth", settings)
+    np.testing.assert_array_equal(depth, [[1.0, np.inf, np.inf, np.inf, np.inf]])
+    noise = np.random.default_rng(0).normal(0.0, 3.0, (64, 64)).astype(np.float32)
+    depth = to_metric_depth(noise, "relative_inverse_depth", settings)
+    finite = depth[np.isfinite(depth)]
+    assert finite.size and finite.max() < 1 / MIN_INVERSE_DEPTH and finite.min() > 0
+    assert np.isposinf(depth).sum() == (noise * np.float32(0.5) - np.float32(1.0) <= MIN_INVERSE_DEPTH).sum()
+    assert not np.isneginf(depth).any() and not np.isnan(depth).any()
+
+
+def test_depth_beyond_max_range_is_plus_inf_and_invalid_metric_depth_nan():
+    metres = np.array([[3.0, 0.0, 12.0, -2.0, np.nan, np.inf, -np.inf, 10.0]], np.float32)
     out = to_metric_depth(metres, "metric_depth", PipelineSettings(depth_max_range=10.0))
-    assert out[0, 0] == 3.0 and np.isnan(out[0, 1]) and np.isnan(out[0, 2])
-    assert metres[0, 1] == 0.0  # the input is not modified
+    np.testing.assert_array_equal(out, [[3.0, np.nan, np.inf, np.nan, np.nan, np.inf, np.nan, 10.0]])
+    assert metres[0, 1] == 0.0 and metres[0, 2] == 12.0  # the input is not modified
+    # the same on a relative model: 1/(0.25*0.5) = 8 m is beyond 5 m, 1/(0.25*2) = 2 m is not
+    out = to_metric_depth(np.array([[0.5, 2.0, np.nan]], np.float32), "relative_inverse_depth",
+                          PipelineSettings(depth_scale=0.25, depth_max_range=5.0))
+    np.testing.assert_array_equal(out, np.array([[np.inf, 2.0, np.nan]], np.float32))
+
+
+def test_relative_to_metric_follows_the_rule_on_arrays_and_tensors_alike():
+    import torch
+
+    # inverse = 0.5*out - 0.25 inverse metres
+    out = np.array([3.0, 1.0, 0.5, 0.25, 0.0, -1.0, np.nan, np.inf, -np.inf], np.float32)
+    expected = np.array([0.8, 4.0, np.inf, np.inf, np.inf, np.inf, np.nan, np.nan, np.nan], np.float32)
+    array = relative_to_metric(out, 0.5, -0.25)
+    assert array.dtype == np.float32
+    np.testing.assert_array_equal(array, expected)
+    tensor = relative_to_metric(torch.from_numpy(out), 0.5, -0.25)
+    assert tensor.dtype == torch.float32
+    np.testing.assert_array_equal(tensor.numpy(), array)
+    # an inverse depth that overflows float32 is not a number of metres: invalid, not 0 m
+    assert np.isnan(relative_to_metric(np.array([1e30], np.float32), 1e10, 0.0)).all()
+    assert torch.isnan(relative_to_metric(torch.tensor([1e30]), 1e10, 0.0)).all()
 
 
 def test_metric_depth_needs_a_metric_model_or_a_scale():
@@ -160,9 +199,31 @@ def test_metric_depth_of_a_tensor_equals_the_array_path():
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
     np.testing.assert_array_equal(out.numpy(), to_metric_depth(raw, "relative_inverse_depth", settings))
     np.testing.assert_array_equal(tensor.numpy(), raw)  # input untouched
-    # hand values: 1/(0.25*0.5+0.05) = 5.714 m > 3 m -> NaN; 1/(0.25*2+0.05) = 1.818 m
+    # hand values: 1/(0.25*0.5+0.05) = 5.714 m > 3 m -> +inf; 1/(0.25*2+0.05) = 1.818 m;
+    # 0.25*(-1)+0.05 < 0 -> +inf; NaN stays NaN
     np.testing.assert_allclose(out.numpy()[0, 1], 1 / 0.55, rtol=1e-6)
-    assert np.isnan(out.numpy()[0, 0]) and np.isnan(out.numpy()[0, 2])
+    assert np.isposinf(out.numpy()[0, 0]) and np.isposinf(out.numpy()[1, 0]) and np.isnan(out.numpy()[0, 2])
+    metres = torch.tensor([[3.0, 0.0, 12.0, -2.0, math.nan, math.inf, -math.inf]])
+    np.testing.assert_array_equal(to_metric_depth(metres, "metric_depth", PipelineSettings(depth_max_range=10.0)).numpy(),
+                                  to_metric_depth(metres.numpy(), "metric_depth", PipelineSettings(depth_max_range=10.0)))
+
+
+def test_beyond_range_and_invalid_depths_are_nan_points_in_the_cloud(engine):
+    """A negative depth.shift puts part of the frame beyond range: those depths are +inf, their
+    cloud points NaN (is_dense false), and no point lies farther than a finite depth can."""
+    rgb = scene(seed=7)
+    relative = engine.infer(rgb, tasks=("depth",))[0].depth
+    shift = -float(np.median(relative)) * 0.05  # about half the pixels get a non-positive inverse depth
+    settings = PipelineSettings(depth_scale=0.05, depth_shift=shift)
+    outputs = process_frame(engine, rgb, settings, OutputRequest(depth_metric=True, cloud=True),
+                            Intrinsics(40.0, 41.0, 31.5, 23.5))
+    beyond = np.isposinf(outputs.depth_metric)
+    assert 0.2 < beyond.mean() < 0.8 and not np.isnan(outputs.depth_metric).any()
+    points = outputs.cloud.points()
+    assert outputs.cloud.is_dense is False
+    for axis in "xyz":
+        assert np.isnan(points[axis][beyond]).all() and np.isfinite(points[axis][~beyond]).all()
+    assert np.nanmax(points["z"]) < 1 / MIN_INVERSE_DEPTH
 
 
 @pytest.mark.parametrize("on_device", [False, True])
@@ -175,10 +236,6 @@ def test_cloud_bytes_equal_host_back_projection_and_packing(engine, monkeypatch,
 
     assert pipeline.derives_on_device(engine) is False  # a CPU engine derives with numpy
     monkeypatch.setattr(pipeline, "derives_on_device", lambda _engine: on_device)
-    kept = []
-    infer = engine.infer
-    monkeypatch.setattr(engine, "infer", lambda *a, **k: kept.append(k["keep_on_device"]) or infer(*a, **k))
-
     rgb = scene(seed=5)
     settings = PipelineSettings(depth_scale=0.05, depth_shift=0.2, cloud_stride=1, cloud_max_range=4.0)
     request = OutputRequest(depth_metric=True, labels=True, cloud=True)
@@ -188,7 +245,54 @@ def test_cloud_bytes_equal_host_back_projection_and_packing(engine, monkeypatch,
     assert bytes(outputs.cloud.data) == bytes(expected.data)
     z = outputs.cloud.points()["z"]
     assert np.isfinite(z).any() and np.isnan(z).any()  # depths span 3.4..4.7 m around the 4 m limit
-    assert kept == [on_device]
+
+
+def spy_results(engine, monkeypatch):
+    """The InferenceResults of every engine.infer call, as they were handed to the pipeline."""
+    seen = []
+    infer = engine.infer
+
+    def infer_and_keep(*args, **kwargs):
+        results = infer(*args, **kwargs)
+        seen.extend(results)
+        return results
+
+    monkeypatch.setattr(engine, "infer", infer_and_keep)
+    return seen
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_only_what_an_output_wants_comes_to_the_host(engine, monkeypatch, on_device):
+    """The cloud alone reads neither the depth image nor the labels on the host when derived on the
+    device (with a GPU engine neither is downloaded); each image output brings exactly its own.
+    The cloud's bytes are the same on both paths and whatever else is requested."""
+    import dpt_ros.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "derives_on_device", lambda _engine: on_device)
+    seen = spy_results(engine, monkeypatch)
+    rgb, camera = scene(seed=8), Intrinsics(40.0, 41.0, 31.5, 23.5)
+    settings = PipelineSettings(depth_scale=0.05, depth_shift=0.2)
+    cloud_only = process_frame(engine, rgb, settings, OutputRequest(False, False, False, False, False, True), camera)
+    assert cloud_only.cloud is not None and cloud_only.depth_metric is None and cloud_only.labels is None
+    assert seen[-1].read_on_host() == (() if on_device else ("depth", "labels"))
+    cases = {
+        OutputRequest(depth_metric=True, depth_relative=False, labels=False, cloud=True): {"depth_metric"},
+        OutputRequest(depth_metric=False, depth_relative=False, labels=True, cloud=True): {"labels"},
+        OutputRequest(depth_metric=False, depth_relative=True, labels=False, cloud=True): {"depth_relative"},
+    }
+    for request, wanted in cases.items():
+        outputs = process_frame(engine, rgb, settings, request, camera)
+        produced = {name for name in ("depth_metric", "depth_relative", "labels") if getattr(outputs, name) is not None}
+        assert produced == wanted
+        assert bytes(outputs.cloud.data) == bytes(cloud_only.cloud.data)
+        if on_device:
+            read = set(seen[-1].read_on_host())
+            assert read == ({"depth"} if "depth_relative" in wanted else set()) | ({"labels"} & wanted)
+    both = process_frames(engine, [rgb, scene(seed=9)], settings,
+                          [OutputRequest(False, False, False, False, False, True)] * 2, [camera] * 2)
+    assert all(outputs.cloud is not None for outputs in both)
+    if on_device:  # a batch of cameras whose only subscriber is the cloud downloads nothing else
+        assert [result.read_on_host() for result in seen[-2:]] == [(), ()]
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
@@ -207,3 +311,45 @@ def test_cuda_engine_outputs_equal_the_cpu_engine_outputs():
         np.testing.assert_allclose(gpu_points[name], cpu_points[name], rtol=1e-3, atol=1e-5)
     np.testing.assert_array_equal(gpu_points["rgb"], cpu_points["rgb"])
     assert (gpu_points["label"] == cpu_points["label"]).mean() > 0.99  # argmax ties may flip on a GPU
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_cloud_alone_downloads_only_the_cloud_through_reused_buffers(monkeypatch):
+    from dpt_ros.inference import InferenceEngine
+
+    engine = InferenceEngine.from_variant("dpt_tiny", tasks=("depth", "segmentation"), device="cuda", input_size=64)
+    seen = spy_results(engine, monkeypatch)
+    settings = PipelineSettings(depth_scale=1e-3, depth_shift=0.2)
+    request = OutputRequest(depth_metric=False, depth_relative=False, labels=False, cloud=True)
+    camera = Intrinsics(40.0, 41.0, 31.5, 23.5)
+    clouds = [process_frame(engine, scene(seed=seed), settings, request, camera).cloud for seed in range(4)]
+    assert all(cloud is not None and cloud.height == 48 for cloud in clouds)
+    assert [result.read_on_host() for result in seen] == [()] * 4  # neither depth nor labels downloaded
+    assert engine.staging.buffers == 2  # one upload and one cloud-download buffer, reused every frame
+
+
+def test_results_built_by_a_stand_in_engine_feed_every_output():
+    """Host arrays in hand-built InferenceResults (what test doubles of the engine return) are used
+    as they are: the pipeline needs no device tensors and no staging from a CPU engine."""
+    import torch
+
+    from dpt_ros.inference import InferenceResult
+
+    class StandInEngine:
+        device = torch.device("cpu")
+        tasks = ("depth", "segmentation")
+        depth_output_kind = "relative_inverse_depth"
+
+        def network_size(self, height, width, task):
+            return height, width
+
+        def infer(self, images, bgr=False, tasks=None):
+            return [InferenceResult(depth=np.full(image.shape[:2], 2.0, np.float32),
+                                    labels=np.full(image.shape[:2], 7, np.uint8), timings_ms={"inference": 1.5})
+                    for image in images]
+
+    outputs = process_frame(StandInEngine(), scene(), PipelineSettings(depth_scale=0.5),
+                            OutputRequest(True, True, False, True, False, True), Intrinsics(40.0, 41.0, 31.5, 23.5))
+    assert (outputs.depth_metric == 1.0).all() and (outputs.depth_relative == 2.0).all() and (outputs.labels == 7).all()
+    assert (outputs.cloud.points()["z"] == 1.0).all() and (outputs.cloud.points()["label"] == 7).all()
+    assert outputs.timings_ms["inference"] == 1.5 and outputs.timings_ms["postprocess"] > 0

@@ -106,7 +106,8 @@ class TaskSpec:
     std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     #: segmentation: number of classes
     num_classes: Optional[int] = None
-    #: metric depth: depth = 1 / max(depth_scale * out + depth_shift, 1e-8)
+    #: metric depth: depth = 1 / (depth_scale * out + depth_shift) metres (dpt_ros.depth.relative_to_metric:
+    #: +inf where that inverse depth is <= 1e-8, as the release clamps there)
     depth_scale: Optional[float] = None
     depth_shift: Optional[float] = None
     #: official release file (the hex suffix is the sha256 prefix); None: random weights only

@@ -37,7 +37,8 @@ from dpt_ros.model_config import ModelLoadError, build_engine, describe_compile
 from dpt_ros.msg import InferenceStats
 from dpt_ros.processes import keep_large_buffers_mapped
 from dpt_ros.pipeline import (
-    Intrinsics, PipelineSettings, derive_outputs, infer_frames, metric_depth_available, model_inverse_depth)
+    Intrinsics, PipelineSettings, derive_outputs, derives_on_device, infer_frames, metric_depth_available,
+    model_inverse_depth)
 from dpt_ros.ros import diagnostics
 from dpt_ros.ros.camera import THROTTLE_S, CameraInput, InputSettings
 from dpt_ros.ros.camera_alignment import CameraAlignment, MissingTf2Error, TfExtrinsics
@@ -331,9 +332,11 @@ class DptNode(LifecycleNode):
             frame_settings, estimate, align_ms = settings, None, 0.0
             if alignment is not None:
                 frame_settings = settings.aligned(None)
-                if inferred.depth is not None:
+                if inferred.has("depth"):
                     started = time.perf_counter()
-                    estimate = alignment.align(model_inverse_depth(inferred.depth, kind), header, model.intrinsics())
+                    # On a GPU the aligner reads its sample pixels from the device tensor: no depth download.
+                    raw = inferred.on_device["depth"] if derives_on_device(engine) else inferred.depth
+                    estimate = alignment.align(model_inverse_depth(raw, kind), header, model.intrinsics())
                     frame_settings = settings.aligned((estimate.scale, estimate.shift) if estimate.usable else None)
                     align_ms = (time.perf_counter() - started) * 1e3
             intrinsics = Intrinsics(*model.intrinsics()) if request.cloud else None

@@ -86,7 +86,7 @@ class CameraOutputs:
             depth_metric=metric and (wanted(self.depth) or wanted(self.depth_info)),
             depth_relative=wanted(self.relative) or (not metric and wanted(self.depth_info)),
             depth_colored=colored_enabled and wanted(self.depth_colored),
-            labels=wanted(self.labels) or cloud,
+            labels=wanted(self.labels),  # a cloud gets its labels on the device (pipeline.needed_tasks)
             labels_colored=colored_enabled and wanted(self.labels_colored),
             cloud=cloud,
             alignment=self.alignment is not None and wanted(self.alignment))
