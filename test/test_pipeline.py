@@ -100,8 +100,8 @@ def test_aligned_settings_decide_metric_depth_for_any_model():
     metres = np.array([[2.0, 8.0]], np.float32)
     np.testing.assert_array_equal(model_inverse_depth(metres, "metric_depth"), [[0.5, 0.125]])
     # scale_only correction of a metric model: depth = model depth / scale
-    np.testing.assert_allclose(to_metric_depth(metres, "metric_depth", fixed.aligned((0.5, 0.0))), [[4.0, np.nan]],
-                               rtol=1e-6)  # 16 m is beyond depth.max_range 9 m
+    np.testing.assert_allclose(to_metric_depth(metres, "metric_depth", fixed.aligned((0.5, 0.0))), [[4.0, np.inf]],
+                               rtol=1e-6)  # 16 m is beyond depth.max_range 9 m: +inf (REP 117)
     assert model_inverse_depth(relative, "relative_inverse_depth") is relative
 
 
