@@ -180,14 +180,16 @@ def test_noisy_lidar_simulation_corrects_a_metric_model_close_to_the_oracle(tmp_
     """A metric model 25 % too far with 5 % noise per pixel, corrected by scale_only alignment to a
     simulated 6-line lidar with 2 % noise and 20 % outliers: online-aligned AbsRel within 0.005 of
     the oracle's (both about the noise's mean |error|, 0.05 * sqrt(2 / pi) = 0.04), while the
-    model's own depth is 25 % off."""
+    model's own depth is 25 % off.  Frames go through the model two at a time, and through the
+    aligner one after the other."""
     frames = 5
     bag = write_bag(tmp_path / "in", "sqlite3", frames)
     spec = "lidar:6,noise=0.02,outliers=0.2,seed=3"
     config = make_config(bag, *GT_ARGS, "--variant", "dpt_hybrid_kitti", "--simulate-sparse", spec,
-                         "--align-mode", "scale_only", "--report-dir", str(tmp_path / "report"))
+                         "--align-mode", "scale_only", "--batch-size", "2")
     engine = SceneReadingEngine("metric_depth", factor=1.25, noise=0.05)
     report = evaluate(config, engine=engine)
+    assert engine.calls == [2, 2, 1]
 
     rows = report["depth_rows"]
     expected_noise = 0.05 * math.sqrt(2 / math.pi)

@@ -246,7 +246,8 @@ def _plot_online_alignment(frames: list[dict], rows: dict, path: Path) -> Path:
             errors.plot([f["index"] for f in scored], [f["depth_rows"][row]["abs_rel"] for f in scored], marker="o",
                         linestyle="none" if row == "online" else "-", label=info["title"])
     errors.set_ylabel("AbsRel")
-    errors.legend(loc="upper right", fontsize="small")
+    errors.set_ylim(bottom=0)
+    errors.legend(loc="best", fontsize="small")
     names = [state.name for state in AlignmentState]
     states.plot([f["index"] for f in aligned], [names.index(f["online_alignment"]["state"]) for f in aligned],
                 marker="o", linestyle="none", color="tab:gray")
