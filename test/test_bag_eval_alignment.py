@@ -57,6 +57,13 @@ def node_values(**overrides) -> dict:
     return values
 
 
+def without_topic_parameters(values: dict) -> dict:
+    """The values that have an --align-* flag: alignment.source and .registered follow from the
+    topics given, TF is not in a bag."""
+    return {name: value for name, value in values.items()
+            if name not in ("alignment.source", "alignment.registered", "alignment.use_tf")}
+
+
 def predictions(engine, frames: int) -> list[np.ndarray]:
     """The inverse depth each frame's alignment sees (pipeline.model_inverse_depth of the engine's)."""
     return [model_inverse_depth(engine.infer([scene(k)[0]])[0].depth, engine.depth_output_kind) for k in range(frames)]
@@ -151,8 +158,7 @@ def test_simulated_points_align_an_exact_affine_model_like_the_oracle(tmp_path):
     assert online["source"] == "simulated" and online["simulation"] == "points:200,noise=0,outliers=0,seed=0"
     assert (online["frames"], online["frames_usable"]) == (frames, frames)
     assert online["states"] == {"CONVERGING": 3, "TRACKING": 1}
-    assert online["parameters"] == {name: value for name, value in values.items()
-                                    if name not in ("alignment.source", "alignment.registered", "alignment.use_tf")}
+    assert online["parameters"] == without_topic_parameters(values)
 
     # The output bag: depth/alignment per frame, depth/image in metres from the online alignment.
     messages = assert_output_bag_has_the_alignment(tmp_path / "out", estimates)
@@ -399,3 +405,25 @@ def test_evaluator_alignment_modules_import_no_ros():
 
     assert packages_imported_by(("dpt_ros.evaluation.run", "dpt_ros.evaluation.online_alignment",
                                  "dpt_ros.evaluation.simulated_sparse")) == []
+
+
+def test_online_alignment_config_from_python_resolves_once_and_again_the_same(tmp_path):
+    """EvaluationConfig built in Python (align_parameters by dpt_node parameter name) resolves to every
+    alignment.* value, and resolving a resolved configuration changes nothing (evaluate resolves it
+    again)."""
+    from dpt_ros.evaluation.config import EvaluationConfig, EvaluationError
+    from dpt_ros.model_config import ModelConfig
+
+    simulated = EvaluationConfig(input_bag=tmp_path, image_topic=IMAGE_TOPIC, gt_depth_topic="/gt/depth",
+                                 model=ModelConfig(variant="dpt_tiny"), simulate_sparse="points:50",
+                                 align_parameters={"alignment.mode": "scale_only"}).resolved()
+    assert simulated.align_parameters == without_topic_parameters(node_values(**{"alignment.mode": "scale_only"}))
+    assert simulated.resolved() == simulated
+    lidar = EvaluationConfig(input_bag=tmp_path, image_topic=IMAGE_TOPIC, model=ModelConfig(variant="dpt_tiny"),
+                             align_topic="/lidar/points", align_parameters={"alignment.extrinsic": LIDAR_IN_CAMERA})
+    resolved = lidar.resolved()
+    assert resolved.align_parameters["alignment.extrinsic"] == list(LIDAR_IN_CAMERA)
+    assert resolved.resolved() == resolved
+    with pytest.raises(EvaluationError, match="unknown alignment parameters alignment.use_tf"):
+        EvaluationConfig(input_bag=tmp_path, image_topic=IMAGE_TOPIC, model=ModelConfig(variant="dpt_tiny"),
+                         align_topic="/lidar/points", align_parameters={"alignment.use_tf": True}).resolved()

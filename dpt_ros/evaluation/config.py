@@ -263,15 +263,15 @@ def _online_alignment_parameters(config: EvaluationConfig, tasks: tuple[str, ...
             SparseSimulation.parse(config.simulate_sparse)
         except ValueError as error:
             raise EvaluationError(f"--simulate-sparse: {error}") from None
-        sensor_only = [FLAG_OF_NODE_PARAMETER[name] for name in _SENSOR_ONLY_ALIGNMENT_PARAMETERS if name in given]
+        # Compared with the defaults, not looked up: a resolved configuration holds every value.
+        sensor_only = [FLAG_OF_NODE_PARAMETER[name] for name in _SENSOR_ONLY_ALIGNMENT_PARAMETERS
+                       if name in given and _as_list(given[name]) != _as_list(_default(name))]
         sensor_only += ["--align-camera-info-topic"] if config.align_camera_info_topic else []
         if sensor_only:
             raise EvaluationError(f"{', '.join(sensor_only)} describe a sensor topic (--align-topic); "
                                   "--simulate-sparse samples the ground truth at the image's own pixels")
-    values = {name: node_parameters.PARAMETERS_BY_NAME[name].default for name in ALIGNMENT_PARAMETER_OF_FLAG.values()}
-    values.update(given)
-    if "alignment.extrinsic" in given and not isinstance(given["alignment.extrinsic"], (str, bytes)):
-        values["alignment.extrinsic"] = list(given["alignment.extrinsic"])
+    values = {name: _default(name) for name in ALIGNMENT_PARAMETER_OF_FLAG.values()}
+    values.update({name: _as_list(value) for name, value in given.items()})
     for name, value in values.items():
         problem = node_parameters.validate(name, value)
         if problem:
@@ -280,6 +280,15 @@ def _online_alignment_parameters(config: EvaluationConfig, tasks: tuple[str, ...
     if problem:
         raise EvaluationError(_in_flags(problem))
     return values
+
+
+def _default(name: str):
+    return node_parameters.PARAMETERS_BY_NAME[name].default
+
+
+def _as_list(value):
+    """A sequence value (the extrinsic, from the command line or Python) as the node's list type."""
+    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def _in_flags(message: str) -> str:
