@@ -342,14 +342,9 @@ def test_samples_for_another_image_size_are_refused():
 
 def test_alignment_modules_import_no_ros():
     """The aligner is ROS-free core: importing it loads no rclpy or message package."""
-    import subprocess
-    import sys
+    from support.imports import packages_imported_by
 
-    code = ("import sys\n"
-            "import dpt_ros.alignment, dpt_ros.sparse_depth, dpt_ros.alignment_parameters\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert packages_imported_by(("dpt_ros.alignment", "dpt_ros.sparse_depth", "dpt_ros.alignment_parameters")) == []
 
 
 # ------------------------------------------------------------------------------------------------

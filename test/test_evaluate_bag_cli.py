@@ -216,3 +216,104 @@ def test_the_executable_ros2_run_starts_evaluates_a_bag(tmp_path, checkpoints):
     assert "2 frames processed" in result.stderr
     messages, _ = read_bag(tmp_path / "out")
     assert len(messages["/dpt/depth/relative"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Online alignment (--align-topic, --simulate-sparse): refusals before the model loads, a real run
+# ------------------------------------------------------------------------------------------------
+
+def _bag_with_sparse_sensors(tmp_path) -> Path:
+    """The test bag plus a registered depth image on /rgbd/depth and a lidar cloud on /lidar/points."""
+    import numpy as np
+
+    from support.bags import cloud_msg, depth_image_msg, scene
+
+    def sensors(k, stamp):
+        depth = scene(k)[1]
+        return [("/rgbd/depth", depth_image_msg(depth, stamp)),
+                ("/lidar/points", cloud_msg(np.array([[depth[0, 0], 0.0, 0.0]]), stamp))]
+
+    return write_bag(tmp_path / "in", "mcap", 2, extra_messages=sensors)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (("--align-topic", "/nope"), "topic '/nope' is not in bag"),
+    (("--align-topic", "/camera/camera_info"),
+     "'/camera/camera_info' has type sensor_msgs/msg/CameraInfo, expected one of sensor_msgs/msg/Image, "
+     "sensor_msgs/msg/PointCloud2"),
+    (("--align-topic", IMAGE_TOPIC), f"{IMAGE_TOPIC}: the first message has encoding 'rgb8', not a depth image"),
+    (("--align-topic", "/rgbd/depth", "--align-camera-info-topic", "/rgbd/depth"),
+     "'/rgbd/depth' has type sensor_msgs/msg/Image, expected one of sensor_msgs/msg/CameraInfo"),
+    (("--simulate-sparse", "points:100"),
+     "--simulate-sparse samples the ground-truth depth: it needs --gt-depth-topic"),
+    (("--gt-depth-topic", "/gt/depth", "--simulate-sparse", "grid:3"),
+     "--simulate-sparse: 'grid:3': pattern must be one of points, lidar"),
+    (("--gt-depth-topic", "/gt/depth", "--simulate-sparse", "points:9", "--align-topic", "/rgbd/depth"),
+     "--align-topic and --simulate-sparse are two sources of sparse depth: give one"),
+    (("--gt-depth-topic", "/gt/depth", "--simulate-sparse", "points:9", "--align-extrinsic", *"0 0 1 0 0 0 1".split()),
+     "--align-extrinsic describe a sensor topic (--align-topic)"),
+    (("--align-mode", "scale_only", "--align-timeout", "2"),
+     "--align-mode, --align-timeout configure online alignment: give --align-topic or --simulate-sparse too"),
+    (("--align-topic", "/rgbd/depth", "--tasks", "segmentation"), "online alignment (--align-topic, --simulate-sparse) "
+     "needs the depth task"),
+    (("--align-topic", "/rgbd/depth", "--align-timeout", "-1"), "--align-timeout must be >= 0.0"),
+    (("--align-topic", "/rgbd/depth", "--align-min-inliers", "5000"),
+     "--align-min-inliers (5000) exceeds --align-max-samples (4096)"),
+    (("--align-topic", "/lidar/points", "--camera-info-topic", "/camera/camera_info", "--align-extrinsic",
+      *"0 0 0 0 0 0 0".split()), "--align-extrinsic: quaternion (x y z w) = (0.0, 0.0, 0.0, 0.0) is not a rotation"),
+    (("--align-topic", "/lidar/points"), "/lidar/points is a PointCloud2: projecting it into the image needs "
+     "--camera-info-topic"),
+    (("--align-topic", "/rgbd/depth", "--align-extrinsic", *"0.1 0 0 0 0 0 1".split()),
+     "--align-extrinsic poses a reprojected depth image or a cloud; /rgbd/depth is taken as registered"),
+    (("--align-topic", "/rgbd/depth", "--align-camera-info-topic", "/camera/camera_info"),
+     "reprojecting /rgbd/depth through --align-camera-info-topic needs the image's --camera-info-topic"),
+])
+def test_unusable_online_alignment_is_refused_before_the_model_loads(tmp_path, capsys, args, expected):
+    bag = _bag_with_sparse_sensors(tmp_path)
+    line = refused_before_the_model(capsys, bag, "--image-topic", IMAGE_TOPIC, *args)
+    assert expected in line
+
+
+def test_align_flags_are_the_node_alignment_parameters():
+    """Each --align-* flag is a dpt_node alignment.* parameter: its description, default unset (the
+    node's default then applies), choices or a number like the parameter."""
+    from dpt_ros.evaluation.config import ALIGNMENT_PARAMETER_OF_FLAG
+
+    assert set(ALIGNMENT_PARAMETER_OF_FLAG.values()) == {
+        name for name in PARAMETERS_BY_NAME if name.startswith("alignment.")} - {
+        "alignment.source", "alignment.registered", "alignment.use_tf"}
+    actions = {action.option_strings[0]: action for action in build_parser()._actions if action.option_strings}
+    for flag, parameter in ALIGNMENT_PARAMETER_OF_FLAG.items():
+        spec, action = PARAMETERS_BY_NAME[parameter], actions[flag]
+        assert action.default is None, flag
+        assert spec.description in action.help.replace("%%", "%") and parameter in action.help, flag
+        assert action.choices == spec.choices, flag
+    assert actions["--align-mode"].choices == ("full", "scale_only")
+    assert actions["--align-extrinsic"].nargs == 7
+
+
+def test_cli_simulated_lidar_with_the_tiny_model_reports_three_rows(tmp_path, capsys, checkpoints):
+    """The command line end to end with the real tiny network: the report has the three rows, and every
+    frame with ground truth is either scored online or counted as not aligned."""
+    frames = 3
+    bag = write_bag(tmp_path / "in", "sqlite3", frames)
+    code, err = run_cli(capsys, bag, "--image-topic", IMAGE_TOPIC, *TINY, "--weights", checkpoints[0],
+                        "--gt-depth-topic", "/gt/depth", "--camera-info-topic", "/camera/camera_info",
+                        "--simulate-sparse", "lidar:12,noise=0.01", "--align-timeout", "0",
+                        "--output-bag", tmp_path / "out", "--report-dir", tmp_path / "report")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    rows = report["depth_rows"]
+    assert list(rows) == ["online", "oracle", "none"]
+    assert rows["none"] == {"title": "no alignment (the model's own metric depth)", "metric": False,
+                            "note": "not metric: dpt_tiny predicts relative inverse depth, and no --depth-scale "
+                                    "gives it metres"}
+    online = rows["online"]
+    assert online["frames"] + sum(online["unscored_frames"].values()) == frames
+    assert report["online_alignment"]["frames"] == frames
+    assert report["online_alignment"]["parameters"]["alignment.timeout"] == 0.0
+    assert report["configuration"]["simulate_sparse"] == "lidar:12,noise=0.01"
+    messages, _ = read_bag(tmp_path / "out")
+    assert len(messages["/dpt/depth/alignment"]) == frames
+    assert len(messages.get("/dpt/depth/image", [])) == online["frames"]
+    assert "## Depth with online alignment" in (tmp_path / "report" / "report.md").read_text()

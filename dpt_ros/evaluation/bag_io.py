@@ -19,6 +19,7 @@ from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 OUR_MESSAGE_TYPES = {
     "dpt_ros/msg/InferenceStats": "InferenceStats.msg",
     "dpt_ros/msg/LabelInfo": "LabelInfo.msg",
+    "dpt_ros/msg/DepthAlignment": "DepthAlignment.msg",
 }
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -199,6 +200,29 @@ def index_stamps(reader: Reader, connections, typestore) -> StampIndex:
     return index
 
 
+def messages_by_stamp(reader: Reader, connections, typestore) -> tuple[StampIndex, dict[int, object]]:
+    """Every message of a small topic (camera_info) kept whole: a StampIndex of their header stamps
+    and the message of each stamp (the last one recorded where stamps repeat)."""
+    index, messages = StampIndex(), {}
+    for connection, _, raw in reader.messages(connections=connections):
+        msg = typestore.deserialize_cdr(raw, connection.msgtype)
+        stamp = stamp_to_ns(msg.header.stamp)
+        index.add(stamp, stamp)
+        messages[stamp] = msg
+    return index, messages
+
+
+def first_encoding(reader: Reader, connections, typestore, start_ns: int | None = None) -> str | None:
+    """The encoding of a sensor_msgs/Image topic's first message (from ``start_ns``); None when the
+    topic has none there or it cannot be read (corrupt messages are counted where they are used)."""
+    for connection, _, raw in reader.messages(connections=connections, start=start_ns):
+        try:
+            return typestore.deserialize_cdr(raw, connection.msgtype).encoding
+        except Exception:
+            return None
+    return None
+
+
 def read_message_at(reader: Reader, connections, typestore, bag_time_ns: int, stamp_ns: int):
     """The message of ``connections`` recorded at ``bag_time_ns`` whose header stamp is ``stamp_ns``."""
     for connection, _, raw in reader.messages(
@@ -340,6 +364,12 @@ class PredictionWriter:
             colors=ADE20K_COLORS_PACKED.copy(),
             ignore_id=IGNORE_LABEL)
         self.bag.write(self.topic("segmentation/label_info"), label_info, time_ns)
+
+    def write_alignment(self, estimate, header, time_ns: int) -> None:
+        """depth/alignment (dpt_ros/msg/DepthAlignment) of an AlignmentEstimate (dpt_ros.alignment)."""
+        if self.has_our_types:
+            message = self.typestore.types["dpt_ros/msg/DepthAlignment"](header=header, **estimate.message_fields())
+            self.bag.write(self.topic("depth/alignment"), message, time_ns)
 
     def write_stats(self, header, time_ns: int, **fields) -> None:
         """InferenceStats with the given fields (see msg/InferenceStats.msg)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from dpt_ros.evaluation import bag_io
 from dpt_ros.evaluation.config import (
     ALIGNMENT_AUTO,
+    ALIGNMENT_PARAMETER_OF_FLAG,
     NODE_PARAMETER_OF_FLAG,
     PRESETS,
     EvaluationConfig,
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="auto: metric depth (metric variant or --depth-scale) is scored as "
                             "published; relative depth is aligned per frame by least squares in inverse depth")
 
+    add_online_alignment_arguments(parser)
+
     output = parser.add_argument_group("output")
     output.add_argument("--output-bag", type=Path,
                         help="write what dpt_node would publish to this new bag, at each input image's "
@@ -134,6 +137,47 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--report-dir", type=Path, help="write report.json, report.md and plots here")
     output.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def add_online_alignment_arguments(parser: argparse.ArgumentParser) -> None:
+    """--align-topic / --simulate-sparse and the --align-* flags of dpt_node's alignment.* parameters
+    (help, choices and meaning from the node's table; left unset they take the node's defaults)."""
+    from dpt_ros.evaluation.simulated_sparse import SPEC_FORMAT
+
+    group = parser.add_argument_group(
+        "online alignment (as dpt_node's alignment.* parameters)",
+        "Align the depth frame after frame to sparse metric depth, as dpt_node does, and report the online-aligned "
+        "depth beside a per-frame oracle alignment and no alignment.")
+    group.add_argument("--align-topic", metavar="TOPIC",
+                       help="sparse metric depth in the bag: sensor_msgs/Image (16UC1 mm or 32FC1 m; registered to "
+                       "the camera unless --align-camera-info-topic is given) or sensor_msgs/PointCloud2 (posed by "
+                       "--align-extrinsic, projected through --camera-info-topic)")
+    group.add_argument("--align-camera-info-topic", metavar="TOPIC",
+                       help="CameraInfo of the --align-topic depth image: reproject it through these intrinsics and "
+                       "--align-extrinsic (dpt_node's alignment.registered false)")
+    group.add_argument("--simulate-sparse", metavar="SPEC",
+                       help=f"simulate the sparse depth from --gt-depth-topic: {SPEC_FORMAT} (points: N random valid "
+                       "pixels; lidar: L evenly spaced rows; noise: relative std; outliers: fraction with a random "
+                       "depth; seed: of the draws)")
+    for flag, parameter in ALIGNMENT_PARAMETER_OF_FLAG.items():
+        spec = PARAMETERS_BY_NAME[parameter]
+        kwargs = {"default": None, "help": _node_help(flag)}
+        if isinstance(spec.default, list):
+            kwargs.update(type=float, nargs=len(spec.default), metavar=("X", "Y", "Z", "QX", "QY", "QZ", "QW"))
+        elif spec.choices is not None:
+            kwargs.update(choices=spec.choices)
+        else:
+            kwargs.update(type=type(spec.default), metavar="VALUE")
+        group.add_argument(flag, **kwargs)
+
+
+def online_alignment_fields(args: argparse.Namespace) -> dict:
+    """The EvaluationConfig fields of the online-alignment flags (only the --align-* flags given)."""
+    given = {parameter: getattr(args, flag[2:].replace("-", "_"))
+             for flag, parameter in ALIGNMENT_PARAMETER_OF_FLAG.items()}
+    return {"align_topic": args.align_topic, "align_camera_info_topic": args.align_camera_info_topic,
+            "simulate_sparse": args.simulate_sparse,
+            "align_parameters": {name: value for name, value in given.items() if value is not None}}
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
@@ -156,7 +200,19 @@ def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
         preset=args.preset, min_depth=args.min_depth, max_depth=args.max_depth,
         alignment=_ALIGNMENT_OF_FLAG[args.alignment], output_bag=args.output_bag,
         output_prefix=args.output_prefix, copy_topics=tuple(args.copy_topics), report_dir=args.report_dir,
-        progress=not args.no_progress)
+        progress=not args.no_progress, **online_alignment_fields(args))
+
+
+def online_alignment_line(report: dict) -> str:
+    """One line of what online alignment did: the frames it was usable at and, with ground truth,
+    each depth row's AbsRel."""
+    online, rows = report["online_alignment"], report["depth_rows"]
+    line = f"online alignment usable at {online['frames_usable']} of {online['frames']} frames"
+    if any(row.get("frames") for row in rows.values()):
+        scores = [f"{name} " + (f"{row['depth']['abs_rel']:.4f}" if row.get("depth") else
+                                "not metric" if not row["metric"] else "-") for name, row in rows.items()]
+        line += "; AbsRel " + ", ".join(scores)
+    return line
 
 
 def _terminate_as_interrupt(signum, frame):
@@ -200,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     _print(f"{counts['processed']} frames processed, {counts['undecodable']} undecodable"
            f"{' (interrupted)' if report['interrupted'] else ''}")
     _print_reasons(report)
+    if report.get("online_alignment"):
+        _print(online_alignment_line(report))
     return EXIT_INTERRUPTED if report["interrupted"] else EXIT_OK
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dpt_ros import node_parameters
+from dpt_ros.alignment_parameters import ALIGNMENT_PARAMETERS
 from dpt_ros.depth import ALIGNMENT_NONE, ALIGNMENT_SCALE_SHIFT
 from dpt_ros.model_config import ModelConfig
 from dpt_ros.pipeline import PipelineSettings, metric_depth_available
@@ -23,6 +24,17 @@ PRESETS = {"kitti": (1e-3, 80.0), "nyu": (1e-3, 10.0)}
 DEFAULT_DEPTH_RANGE = PRESETS["kitti"]
 ALIGNMENT_AUTO = "auto"
 ALIGNMENTS = (ALIGNMENT_AUTO, ALIGNMENT_NONE, ALIGNMENT_SCALE_SHIFT)
+
+# Online alignment (--align-topic, --simulate-sparse): --align-<last part of the name> -> dpt_node's
+# alignment.* parameter of that meaning.  alignment.source and alignment.registered follow from the
+# topics given; TF (alignment.use_tf) is not recorded in a bag's sensor topics, so a static
+# --align-extrinsic poses the sensor.
+_ALIGNMENT_FROM_TOPICS = ("alignment.source", "alignment.registered", "alignment.use_tf")
+ALIGNMENT_PARAMETER_OF_FLAG = {
+    "--align-" + spec.name.rsplit(".", 1)[-1].replace("_", "-"): spec.name
+    for spec in ALIGNMENT_PARAMETERS if spec.name not in _ALIGNMENT_FROM_TOPICS}
+# What only a sensor topic has: simulated samples come from the ground truth at the image's pixels.
+_SENSOR_ONLY_ALIGNMENT_PARAMETERS = ("alignment.extrinsic", "alignment.stamp_tolerance")
 
 # evaluate_bag flag -> the dpt_node parameter with the same meaning, default and validation.
 NODE_PARAMETER_OF_FLAG = {
@@ -38,6 +50,7 @@ NODE_PARAMETER_OF_FLAG = {
     "--depth-scale": "depth.scale",
     "--depth-shift": "depth.shift",
     "--depth-max-range": "depth.max_range",
+    **ALIGNMENT_PARAMETER_OF_FLAG,
 }
 FLAG_OF_NODE_PARAMETER = {parameter: flag for flag, parameter in NODE_PARAMETER_OF_FLAG.items()}
 
@@ -79,6 +92,16 @@ class EvaluationConfig:
     copy_topics: tuple[str, ...] = field(default=())
     report_dir: Path | None = None
     progress: bool = False
+    # Online alignment, as dpt_node's alignment.* would run it (dpt_ros.evaluation.online_alignment):
+    # sparse metric depth from a topic of the bag (a depth image, registered to the camera or, with
+    # align_camera_info_topic, reprojected; or a PointCloud2), or simulated from the ground truth
+    # (simulate_sparse, a dpt_ros.evaluation.simulated_sparse specification).
+    align_topic: str | None = None
+    align_camera_info_topic: str | None = None
+    simulate_sparse: str | None = None
+    # dpt_node alignment.* parameter values by name (those of ALIGNMENT_PARAMETER_OF_FLAG); missing
+    # ones take the node's defaults.  resolved() fills them all in.
+    align_parameters: dict = field(default_factory=dict)
 
     @property
     def depth_output_kind(self) -> str | None:
@@ -88,6 +111,11 @@ class EvaluationConfig:
         if "depth" not in self.model.tasks:
             return None
         return VARIANTS[self.model.variant].tasks["depth"].output_kind
+
+    @property
+    def online_alignment(self) -> bool:
+        """Whether the run aligns the depth online (--align-topic or --simulate-sparse)."""
+        return bool(self.align_topic or self.simulate_sparse)
 
     @property
     def metric_depth(self) -> bool:
@@ -155,9 +183,10 @@ class EvaluationConfig:
         if self.copy_topics and self.output_bag is None:
             raise EvaluationError("--copy-topics needs --output-bag")
         prefix = "/" + self.output_prefix.strip("/") if self.output_prefix.strip("/") else ""
+        align_parameters = _online_alignment_parameters(self, tasks)
         return dataclasses.replace(
             resolved, preset=preset, min_depth=float(min_depth), max_depth=float(max_depth), alignment=alignment,
-            output_prefix=prefix, copy_topics=tuple(self.copy_topics),
+            align_parameters=align_parameters, output_prefix=prefix, copy_topics=tuple(self.copy_topics),
             input_bag=Path(self.input_bag), output_bag=_path_or_none(self.output_bag),
             report_dir=_path_or_none(self.report_dir), gt_label_map=_path_or_none(self.gt_label_map))
 
@@ -203,6 +232,70 @@ def _node_parameter_problems(model: ModelConfig, pipeline: PipelineSettings):
         if problem:
             flag = FLAG_OF_NODE_PARAMETER.get(name)
             yield flag + problem[len(name):] if flag and problem.startswith(name) else problem
+
+
+def _online_alignment_parameters(config: EvaluationConfig, tasks: tuple[str, ...]) -> dict:
+    """Every alignment.* value of an online-alignment run (the node's defaults where none is given),
+    checked as dpt_node checks them; {} for a run without online alignment.  EvaluationError names
+    the flag."""
+    from dpt_ros.evaluation.simulated_sparse import SparseSimulation
+
+    given = dict(config.align_parameters)
+    flags = [FLAG_OF_NODE_PARAMETER.get(name, name) for name in given]
+    if config.align_topic and config.simulate_sparse:
+        raise EvaluationError("--align-topic and --simulate-sparse are two sources of sparse depth: give one")
+    if not config.online_alignment:
+        flags += ["--align-camera-info-topic"] if config.align_camera_info_topic else []
+        if flags:
+            raise EvaluationError(f"{', '.join(flags)} configure online alignment: give --align-topic or "
+                                  "--simulate-sparse too")
+        return {}
+    unknown = [name for name in given if name not in ALIGNMENT_PARAMETER_OF_FLAG.values()]
+    if unknown:
+        raise EvaluationError(f"unknown alignment parameters {', '.join(unknown)}; known: "
+                              f"{', '.join(ALIGNMENT_PARAMETER_OF_FLAG.values())}")
+    if "depth" not in tasks:
+        raise EvaluationError("online alignment (--align-topic, --simulate-sparse) needs the depth task")
+    if config.simulate_sparse:
+        if not config.gt_depth_topic:
+            raise EvaluationError("--simulate-sparse samples the ground-truth depth: it needs --gt-depth-topic")
+        try:
+            SparseSimulation.parse(config.simulate_sparse)
+        except ValueError as error:
+            raise EvaluationError(f"--simulate-sparse: {error}") from None
+        # Compared with the defaults, not looked up: a resolved configuration holds every value.
+        sensor_only = [FLAG_OF_NODE_PARAMETER[name] for name in _SENSOR_ONLY_ALIGNMENT_PARAMETERS
+                       if name in given and _as_list(given[name]) != _as_list(_default(name))]
+        sensor_only += ["--align-camera-info-topic"] if config.align_camera_info_topic else []
+        if sensor_only:
+            raise EvaluationError(f"{', '.join(sensor_only)} describe a sensor topic (--align-topic); "
+                                  "--simulate-sparse samples the ground truth at the image's own pixels")
+    values = {name: _default(name) for name in ALIGNMENT_PARAMETER_OF_FLAG.values()}
+    values.update({name: _as_list(value) for name, value in given.items()})
+    for name, value in values.items():
+        problem = node_parameters.validate(name, value)
+        if problem:
+            raise EvaluationError(_in_flags(problem))
+    problem = node_parameters.validate_together(values)
+    if problem:
+        raise EvaluationError(_in_flags(problem))
+    return values
+
+
+def _default(name: str):
+    return node_parameters.PARAMETERS_BY_NAME[name].default
+
+
+def _as_list(value):
+    """A sequence value (the extrinsic, from the command line or Python) as the node's list type."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _in_flags(message: str) -> str:
+    """A dpt_node parameter problem with the alignment parameters named by our flags."""
+    for flag, name in sorted(ALIGNMENT_PARAMETER_OF_FLAG.items(), key=lambda item: -len(item[1])):
+        message = message.replace(name, flag)
+    return message
 
 
 def _preset_of_variant(variant: str) -> str | None:

@@ -250,6 +250,33 @@ class DepthErrorHistogram:
         return histogram
 
 
+@dataclass
+class DepthRowSums:
+    """Additive sums of one row of a depth comparison (report.json ``sums.depth_rows``: online
+    alignment, per-frame oracle, no alignment): the error sums of the frames the row scored and,
+    by reason, how many frames it could not score (e.g. no usable online alignment), so that a
+    row over many bags is the merge of its rows per bag."""
+
+    depth: DepthMetricSums = field(default_factory=DepthMetricSums)
+    unscored: dict[str, int] = field(default_factory=dict)
+
+    def count_unscored(self, reason: str) -> None:
+        self.unscored[reason] = self.unscored.get(reason, 0) + 1
+
+    def merge(self, other: "DepthRowSums") -> None:
+        self.depth.merge(other.depth)
+        for reason, count in other.unscored.items():
+            self.unscored[reason] = self.unscored.get(reason, 0) + count
+
+    def to_json(self) -> dict:
+        return {"depth": self.depth.to_json(), "unscored_frames": dict(self.unscored)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DepthRowSums":
+        return cls(DepthMetricSums.from_json(data["depth"]),
+                   {str(reason): int(count) for reason, count in data["unscored_frames"].items()})
+
+
 # --------------------------------------------------------------------------------------------
 # Segmentation
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ PLOT_SEGMENTATION_CURVES = "segmentation_metrics_per_frame.png"
 PLOT_SAMPLES = "samples.png"
 PLOT_ERROR_VS_DEPTH = "error_vs_depth.png"
 PLOT_CONFUSION = "confusion_matrix.png"
+PLOT_ALIGNMENT = "online_alignment_per_frame.png"
 
 
 def write_report(report: dict, report_dir: str | Path, samples=(), min_depth: float = 1e-3,
@@ -40,6 +41,8 @@ def write_report(report: dict, report_dir: str | Path, samples=(), min_depth: fl
 
     plots = {}
     frames = report.get("frames", [])
+    if report.get("online_alignment"):
+        plots["online_alignment"] = _plot_online_alignment(frames, report["depth_rows"], report_dir / PLOT_ALIGNMENT)
     if any("depth" in f for f in frames):
         plots["depth_curves"] = _plot_depth_curves(frames, report_dir / PLOT_DEPTH_CURVES)
     if any("segmentation" in f for f in frames):
@@ -152,6 +155,8 @@ def render_markdown(report: dict) -> str:
     else:
         lines += ["No depth ground truth was evaluated.", ""]
 
+    lines += online_alignment_section(report)
+
     segmentation = report.get("segmentation")
     lines += ["## Segmentation", ""]
     if segmentation:
@@ -186,9 +191,72 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def online_alignment_section(report: dict) -> list[str]:
+    """"## Depth with online alignment": the aligner's source and states, and the depth metrics of the
+    online-aligned, per-frame oracle and no-alignment rows side by side ([] without online alignment)."""
+    online, rows = report.get("online_alignment"), report.get("depth_rows")
+    if not online:
+        return []
+    if online["source"] == "simulated":
+        source = f"simulated from the ground truth: `{online['simulation']}`"
+    else:
+        how = "registered to the camera" if online["source"] == "depth_image" and online["registered"] else \
+            "posed by the extrinsic and projected"
+        source = f"`{online['topic']}` ({online['source']}, {how}; {online['messages']} messages)"
+    states = ", ".join(f"{state} {count}" for state, count in sorted(online["states"].items(), key=lambda i: -i[1]))
+    lines = ["## Depth with online alignment", "",
+             f"Sparse depth: {source}; mode {online['parameters']['alignment.mode']}. Usable alignment at "
+             f"{online['frames_usable']} of {online['frames']} frames ({states or 'none'}).", "",
+             "| Depth | " + " | ".join(title for _, title, _ in DEPTH_COLUMNS) + " | frames | frames not scored |",
+             "|---|" + "---|" * (len(DEPTH_COLUMNS) + 2)]
+    notes = []
+    for row in rows.values():
+        if not row["metric"]:
+            dashes = " | ".join("–" for _ in DEPTH_COLUMNS[1:])
+            lines.append(f"| {row['title']} | not metric | {dashes} | – | |")
+            notes += [f"{row['title'].split(' (')[0].capitalize()} — {row['note']}.", ""]
+            continue
+        depth = row["depth"] or {}
+        unscored = "; ".join(f"{count} {reason}" for reason, count in row["unscored_frames"].items())
+        lines.append(f"| {row['title']} | " + " | ".join(_fmt(depth.get(key)) for key, _, _ in DEPTH_COLUMNS)
+                     + f" | {row['frames']} | {unscored or '0'} |")
+    lines += ["", "Mean over the frames each row scored. Online-aligned frames are those whose alignment was usable "
+              "(the frames dpt_node publishes depth/image for); the oracle fits each frame's own scale and shift to "
+              "its ground truth (least squares in inverse depth), the reference an online alignment is measured "
+              "against.", "", *notes]
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------
 # Plots
 # ------------------------------------------------------------------------------------------------
+
+def _plot_online_alignment(frames: list[dict], rows: dict, path: Path) -> Path:
+    """AbsRel per frame of each depth row, and the online estimate's state per frame."""
+    import matplotlib.pyplot as plt
+
+    from dpt_ros.alignment import AlignmentState
+
+    aligned = [f for f in frames if "online_alignment" in f]
+    fig, (errors, states) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, height_ratios=(3, 1))
+    for row, info in rows.items():
+        scored = [f for f in aligned if "abs_rel" in f.get("depth_rows", {}).get(row, {})]
+        if scored:
+            # The online row has gaps (frames without a usable alignment): points, not a line across them.
+            errors.plot([f["index"] for f in scored], [f["depth_rows"][row]["abs_rel"] for f in scored], marker="o",
+                        linestyle="none" if row == "online" else "-", label=info["title"])
+    errors.set_ylabel("AbsRel")
+    errors.set_ylim(bottom=0)
+    errors.legend(loc="best", fontsize="small")
+    names = [state.name for state in AlignmentState]
+    states.plot([f["index"] for f in aligned], [names.index(f["online_alignment"]["state"]) for f in aligned],
+                marker="o", linestyle="none", color="tab:gray")
+    states.set_yticks(range(len(names)), names, fontsize="small")
+    states.set_ylim(-0.5, len(names) - 0.5)
+    states.set_xlabel("frame")
+    fig.suptitle("Online alignment per frame")
+    return _save(fig, path)
+
 
 def _plot_depth_curves(frames: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt

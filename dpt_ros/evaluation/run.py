@@ -3,10 +3,11 @@ ground truth, written to a result bag and a report (ROS-free: bags are read with
 
 ``evaluate(config)`` is the whole run, callable from Python; ``dpt_ros.evaluation.cli`` is its
 command line.  The model is built by dpt_node's builder (``dpt_ros.model_config.build_engine``)
-and every output comes from dpt_node's path (``dpt_ros.pipeline.process_frames``: metric depth,
-relative depth, labels, the cloud) with the node's camera model
+and every output comes from dpt_node's path (``dpt_ros.pipeline.infer_frames`` then
+``derive_outputs``: metric depth, relative depth, labels, the cloud) with the node's camera model
 (``dpt_ros.geometry.camera_intrinsics``), so the output bag holds what the node would publish
-for the same frames and settings.
+for the same frames and settings.  With online alignment (dpt_ros.evaluation.online_alignment)
+each frame's scale and shift come between the two, as in dpt_node.
 """
 from __future__ import annotations
 
@@ -30,7 +31,27 @@ from dpt_ros.evaluation.metrics import (
     remap_ground_truth_labels,
     valid_depth_mask,
 )
-from dpt_ros.pipeline import Intrinsics, OutputRequest, process_frames
+from dpt_ros.evaluation.online_alignment import (
+    ALIGN_TOPIC_TYPES,
+    ROW_NONE,
+    ROW_ONLINE,
+    ROW_ORACLE,
+    UNSCORED_NO_ALIGNMENT,
+    DepthRows,
+    OnlineAlignment,
+    check_align_topics,
+    estimate_record,
+    not_metric_reason,
+)
+from dpt_ros.pipeline import (
+    Intrinsics,
+    OutputRequest,
+    derive_outputs,
+    infer_frames,
+    metric_depth_available,
+    model_inverse_depth,
+    to_metric_depth,
+)
 
 NUM_SAMPLES = 4
 OUTCOME_COMPLETE = "complete"
@@ -52,6 +73,8 @@ class InputTopics:
     gt_depth: list | None
     gt_labels: list | None
     copy: list
+    align: list | None = None              # --align-topic (depth image or PointCloud2)
+    align_camera_info: list | None = None  # --align-camera-info-topic
 
     @classmethod
     def resolve(cls, reader, config: EvaluationConfig) -> "InputTopics":
@@ -62,6 +85,8 @@ class InputTopics:
             ("camera_info", config.camera_info_topic, (bag_io.CAMERA_INFO_TYPE,)),
             ("gt_depth", config.gt_depth_topic, (bag_io.IMAGE_TYPE,)),
             ("gt_labels", config.gt_labels_topic, (bag_io.IMAGE_TYPE,)),
+            ("align", config.align_topic, ALIGN_TOPIC_TYPES),
+            ("align_camera_info", config.align_camera_info_topic, (bag_io.CAMERA_INFO_TYPE,)),
         ):
             optional[name] = bag_io.require_topic(reader, topic, types) if topic else None
         copy = [c for topic in config.copy_topics for c in bag_io.require_topic(reader, topic)]
@@ -81,15 +106,11 @@ def refuse_unsupported_encoding(reader, topics: InputTopics, typestore, config: 
 
     if topics.image_compressed:
         return
-    for connection, _, raw in reader.messages(connections=topics.image, start=selection_start_ns(reader, config)):
-        try:
-            encoding = typestore.deserialize_cdr(raw, connection.msgtype).encoding
-        except Exception:  # a corrupt first message is counted with the other undecodable frames
-            return
-        if encoding not in COLOR_ENCODINGS:
-            raise EvaluationError(f"{config.image_topic}: the first image has encoding {encoding!r}, which cannot "
-                                  f"be decoded; supported: {', '.join(COLOR_ENCODINGS)}")
-        return
+    # A corrupt first message (None) is counted with the other undecodable frames.
+    encoding = bag_io.first_encoding(reader, topics.image, typestore, selection_start_ns(reader, config))
+    if encoding is not None and encoding not in COLOR_ENCODINGS:
+        raise EvaluationError(f"{config.image_topic}: the first image has encoding {encoding!r}, which cannot "
+                              f"be decoded; supported: {', '.join(COLOR_ENCODINGS)}")
 
 
 @dataclass
@@ -151,6 +172,9 @@ class Evaluation:
         self.gt_depth_index = self.gt_labels_index = None
         self.camera_infos: bag_io.StampIndex | None = None
         self._camera_info_msgs: dict[int, object] = {}
+        # Online alignment (--align-topic, --simulate-sparse) and the depth rows it is compared in.
+        self.online: OnlineAlignment | None = None
+        self.depth_rows: DepthRows | None = None
 
     # -- preparation ------------------------------------------------------------------------
 
@@ -169,12 +193,14 @@ class Evaluation:
             self.gt_labels_index = bag_io.index_stamps(self.reader, self.topics.gt_labels,
                                                        self.typestore)
         if self.topics.camera_info:
-            self.camera_infos = bag_io.StampIndex()
-            for connection, _, raw in self.reader.messages(connections=self.topics.camera_info):
-                msg = self.typestore.deserialize_cdr(raw, connection.msgtype)
-                stamp = bag_io.stamp_to_ns(msg.header.stamp)
-                self.camera_infos.add(stamp, stamp)
-                self._camera_info_msgs[stamp] = msg
+            self.camera_infos, self._camera_info_msgs = bag_io.messages_by_stamp(
+                self.reader, self.topics.camera_info, self.typestore)
+
+    def prepare_online_alignment(self) -> None:
+        """The aligner and its sparse depth (the --align-topic stamps indexed), when the run aligns."""
+        self.online = OnlineAlignment.for_run(self.reader, self.typestore, self.topics, self.config)
+        if self.online is not None:
+            self.depth_rows = DepthRows(not_metric_reason(self.config))
 
     def count_selected(self) -> int:
         """How many images the run will take (for the progress bar's total and ETA)."""
@@ -309,22 +335,29 @@ class Evaluation:
 
     def _request(self, frame: Frame) -> OutputRequest:
         """What to compute for a frame: what the evaluation scores and the output bag holds."""
-        metric = self.config.metric_depth
+        # With online alignment a frame is metric when its alignment is usable (known after the model ran).
+        metric = self.config.metric_depth or self.online is not None
         return OutputRequest(
             depth_metric=metric, depth_relative=self.depth_kind == "relative_inverse_depth",
             labels="segmentation" in self.config.model.tasks,
             cloud=self.writer is not None and metric and frame.intrinsics is not None)
 
     def _process_batch(self, batch: list[Frame], progress, after_frame) -> None:
-        outputs = process_frames(self.engine, [f.rgb for f in batch], self.config.pipeline,
-                                 [self._request(f) for f in batch], [f.intrinsics for f in batch])
-        for frame, frame_outputs in zip(batch, outputs):
+        requests = [self._request(f) for f in batch]
+        results = infer_frames(self.engine, [f.rgb for f in batch], requests)
+        # Then frame after frame in bag order: a frame's online alignment follows the one before.
+        for frame, request, result in zip(batch, requests, results):
+            begin = time.perf_counter()
+            gt = self._depth_ground_truth(frame)
+            self.timing["evaluate_ms"] += (time.perf_counter() - begin) * 1e3
+            settings, estimate, align_ms = self._frame_settings(frame, result, gt)
+            frame_outputs = derive_outputs(self.engine, frame.rgb, result, settings, request, frame.intrinsics)
             # As in dpt_node's stats: frames of one forward pass share its pre-processing and
-            # inference time; post-processing is each frame's own.
+            # inference time; post-processing (the alignment included) is each frame's own.
             timings = frame_outputs.timings_ms
             frame.timings_ms = {"preprocess": timings.get("preprocess", 0.0) / len(batch),
                                 "inference": timings.get("inference", 0.0) / len(batch),
-                                "postprocess": timings.get("postprocess", 0.0)}
+                                "postprocess": timings.get("postprocess", 0.0) + align_ms}
             frame.batch_size = len(batch)
             for key, value in frame.timings_ms.items():
                 self.timing[key + "_ms"] += value
@@ -333,10 +366,12 @@ class Evaluation:
                             "stamp_ns": frame.stamp, "status": "processed",
                             "width": width, "height": height, "batch_size": len(batch),
                             "timings_ms": frame.timings_ms}
+            if estimate is not None:
+                frame.record["online_alignment"] = estimate_record(estimate)
             begin = time.perf_counter()
             sample = {"index": frame.index, "image": frame.rgb} if frame.index in self.sample_indices else None
             if self.depth_kind is not None:
-                self._evaluate_depth(frame, frame_outputs, sample)
+                self._evaluate_depth(frame, frame_outputs, result, sample, gt, estimate)
             if frame_outputs.labels is not None:
                 self._evaluate_labels(frame, frame_outputs.labels, sample)
             self.timing["evaluate_ms"] += (time.perf_counter() - begin) * 1e3
@@ -344,10 +379,21 @@ class Evaluation:
                 self.samples.append(sample)
             if self.writer is not None:
                 begin = time.perf_counter()
-                self._write_outputs(frame, frame_outputs)
+                self._write_outputs(frame, frame_outputs, estimate)
                 self.timing["write_ms"] += (time.perf_counter() - begin) * 1e3
             self.counts["processed"] += 1
             self._finish(frame, progress, after_frame)
+
+    def _frame_settings(self, frame: Frame, result, gt):
+        """(pipeline settings, online estimate or None, ms the alignment took) of a frame: with online
+        alignment, as dpt_node sets them, metric depth from the frame's scale and shift while the
+        alignment is usable and none otherwise."""
+        if self.online is None or result.depth is None:
+            return self.config.pipeline, None, 0.0
+        begin = time.perf_counter()
+        estimate = self.online.align(frame, model_inverse_depth(result.depth, self.depth_kind), gt)
+        settings = self.config.pipeline.aligned((estimate.scale, estimate.shift) if estimate.usable else None)
+        return settings, estimate, (time.perf_counter() - begin) * 1e3
 
     def _finish(self, frame: Frame, progress, after_frame) -> None:
         self.frames.append(frame.record)
@@ -373,37 +419,56 @@ class Evaluation:
             self.counts[f"{kind}_ground_truth_undecodable"] += 1
             return None
 
-    def _evaluate_depth(self, frame: Frame, outputs, sample: dict | None) -> None:
-        """Score the depth the run publishes: metric depth as dpt_node computes it, or the
-        relative output aligned to the ground truth (``--alignment scale-shift``)."""
+    def _depth_ground_truth(self, frame: Frame):
+        """The frame's ground-truth depth in metres (None, counted, when there is none)."""
         from dpt_ros.image_codec import depth_image_to_metres
 
-        metric_output = outputs.depth_metric is not None
-        if sample is not None:
-            sample["prediction"] = outputs.depth_metric if metric_output else outputs.depth_relative
-            sample["prediction_kind"] = "metric_depth" if metric_output else "relative_inverse_depth"
         if self.topics.gt_depth is None:
-            return
-        gt = self._ground_truth(self.gt_depth_index, self.topics.gt_depth, frame.stamp, "depth",
-                                depth_image_to_metres)
+            return None
+        return self._ground_truth(self.gt_depth_index, self.topics.gt_depth, frame.stamp, "depth",
+                                  depth_image_to_metres)
+
+    def _own_metric_depth(self, outputs, result):
+        """The model's metric depth without online alignment (a metric variant's, or --depth-scale's),
+        None for a relative model without it: what ``depth`` scores with --alignment none."""
+        if self.online is None:
+            return outputs.depth_metric  # the run's settings are the model's own
+        if not metric_depth_available(self.depth_kind, self.config.pipeline):
+            return None
+        return to_metric_depth(result.depth, self.depth_kind, self.config.pipeline)
+
+    def _evaluate_depth(self, frame: Frame, outputs, result, sample: dict | None, gt, estimate) -> None:
+        """Score the depth: ``depth`` as --alignment says (the model's metric depth as dpt_node computes
+        it, or its inverse depth aligned to the ground truth), and with online alignment the three
+        rows of ``depth_rows``."""
+        own_metric = self._own_metric_depth(outputs, result)
+        if sample is not None:
+            sample["prediction"] = own_metric if own_metric is not None else outputs.depth_relative
+            sample["prediction_kind"] = "metric_depth" if own_metric is not None else "relative_inverse_depth"
         if gt is None:
             return
         config = self.config
         record = frame.record
-        try:
-            if config.alignment == ALIGNMENT_SCALE_SHIFT:
-                inverse = (outputs.depth_relative if outputs.depth_relative is not None
-                           else _invert(outputs.depth_metric))
+        oracle, oracle_error = None, None
+        if config.alignment == ALIGNMENT_SCALE_SHIFT or self.depth_rows is not None:
+            inverse = outputs.depth_relative if outputs.depth_relative is not None else _invert(own_metric)
+            try:
                 valid = valid_depth_mask(gt, config.min_depth, config.max_depth)
-                metric, scale, shift = align_inverse_depth_to_metric(
-                    _resize(inverse, gt.shape, nearest=False), gt, valid, config.max_depth)
-                record["alignment"] = {"scale": scale, "shift": shift}
-            else:
-                metric = _resize(outputs.depth_metric, gt.shape, nearest=False)
-        except AlignmentError as exc:
-            self.counts["depth_not_evaluable"] += 1
-            record["depth_error"] = str(exc)
-            return
+                oracle = align_inverse_depth_to_metric(_resize(inverse, gt.shape, nearest=False), gt, valid,
+                                                       config.max_depth)
+            except AlignmentError as exc:
+                oracle_error = str(exc)
+        if self.depth_rows is not None:
+            self._score_rows(record, outputs, own_metric, oracle, oracle_error, gt, estimate)
+        if config.alignment == ALIGNMENT_SCALE_SHIFT:
+            if oracle is None:
+                self.counts["depth_not_evaluable"] += 1
+                record["depth_error"] = oracle_error
+                return
+            metric, scale, shift = oracle
+            record["alignment"] = {"scale": scale, "shift": shift}
+        else:
+            metric = _resize(own_metric, gt.shape, nearest=False)
         metrics = self.depth_sums.add(metric, gt, config.min_depth, config.max_depth)
         if metrics is None:
             self.counts["depth_not_evaluable"] += 1
@@ -415,6 +480,20 @@ class Evaluation:
         if sample is not None:
             sample["metric_prediction"] = metric
             sample["gt_depth"] = gt
+
+    def _score_rows(self, record: dict, outputs, own_metric, oracle, oracle_error: str | None, gt, estimate) -> None:
+        """The frame in the three depth rows: online-aligned (the depth/image of this run, absent
+        while the alignment is not usable), per-frame oracle, and the model's own metric depth."""
+        depths = {
+            ROW_ONLINE: _resize(outputs.depth_metric, gt.shape, nearest=False) if outputs.depth_metric is not None
+            else f"{UNSCORED_NO_ALIGNMENT} (state {estimate.state.name})",
+            ROW_ORACLE: oracle[0] if oracle is not None else f"oracle alignment failed: {oracle_error}",
+        }
+        if own_metric is not None:
+            depths[ROW_NONE] = _resize(own_metric, gt.shape, nearest=False)
+        if oracle is not None:
+            record["oracle_alignment"] = {"scale": oracle[1], "shift": oracle[2]}
+        self.depth_rows.add_frame(record, depths, gt, self.config.min_depth, self.config.max_depth)
 
     def _evaluate_labels(self, frame: Frame, labels: np.ndarray, sample: dict | None) -> None:
         from dpt_ros.image_codec import labels_image_to_array
@@ -459,12 +538,14 @@ class Evaluation:
         if self.writer is not None:
             self.writer.bag.close()
 
-    def _write_outputs(self, frame: Frame, outputs) -> None:
+    def _write_outputs(self, frame: Frame, outputs, estimate=None) -> None:
         """The frame's outputs as dpt_node publishes them, logged at the input image's recording
         time: the output bag keeps the input's one time base whatever the camera stamps."""
         begin = time.perf_counter()
         writer, time_ns = self.writer, frame.bag_time
         header = writer.header(frame.stamp, frame.frame_id)
+        if estimate is not None:  # first, as dpt_node publishes it
+            writer.write_alignment(estimate, header, time_ns)
         if outputs.depth_metric is not None:
             writer.write_image("depth/image", outputs.depth_metric, "32FC1", header, time_ns)
             if frame.camera_info is not None:
@@ -523,7 +604,7 @@ class Evaluation:
         timing["mean_ms_per_frame"] = {
             k: (v / processed if processed else None) for k, v in self.timing.items()}
         shown = self.histogram.over_data()
-        return {
+        summary = {
             "outcome": self.outcome(),
             "interrupted": self.interrupted,
             "counts": dict(self.counts),
@@ -545,6 +626,12 @@ class Evaluation:
             "timing": timing,
             "warnings": self.warnings,
         }
+        # Online alignment: what the aligner did, and the depth rows side by side (with their sums).
+        summary["online_alignment"] = self.online.summary() if self.online is not None else None
+        summary["depth_rows"] = self.depth_rows.summary() if self.depth_rows is not None else None
+        if self.depth_rows is not None:
+            summary["sums"]["depth_rows"] = self.depth_rows.sums_json()
+        return summary
 
 
 def _resize(array: np.ndarray, shape: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -601,6 +688,7 @@ def evaluate(config: EvaluationConfig, engine=None, after_frame=None) -> dict:
         bag_io.check_copyable(topics.copy, typestore)
         config.check_output_locations()
         refuse_unsupported_encoding(reader, topics, typestore, config)
+        check_align_topics(reader, topics, typestore, config)
         warnings: list[str] = []
         if engine is None:
             def warn(message: str) -> None:
@@ -610,6 +698,7 @@ def evaluate(config: EvaluationConfig, engine=None, after_frame=None) -> dict:
             engine = build_engine(config.model, warn)
         evaluation = Evaluation(config, reader, typestore, has_our_types, topics, engine, warnings)
         evaluation.index_ground_truth()
+        evaluation.prepare_online_alignment()
         total = evaluation.count_selected()
         evaluation.choose_samples(total)
         progress = None

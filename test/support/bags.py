@@ -78,13 +78,15 @@ def camera_info_msg(stamp_ns: int, width: int = WIDTH, height: int = HEIGHT, fx:
 
 def write_bag(path, storage="sqlite3", frames=4, *, compressed=False, corrupt=(), bad_step=(),
               depth_encoding="32FC1", raw_ade_labels=False, gt_offset_ns=0, extra_topics=False,
-              zero_stamps=False, encoding="rgb8", camera_info=camera_info_msg):
+              zero_stamps=False, encoding="rgb8", camera_info=camera_info_msg, extra_messages=None):
     """A bag with /camera/image_raw (or .../compressed), camera_info, gt depth and gt labels.
 
     ``corrupt``: frames whose pixel data is truncated (compressed: not an image); ``bad_step``:
     frames whose row step is too small; ``zero_stamps``: a camera that leaves header stamps at 0
     (bag times stay real); ``encoding``: of the raw images (the pixels are rgb8 bytes whatever
-    it says); ``camera_info(stamp_ns)`` builds each frame's CameraInfo."""
+    it says); ``camera_info(stamp_ns)`` builds each frame's CameraInfo; ``extra_messages(k,
+    stamp_ns)`` gives more (topic, message) pairs of frame k (a sparse depth sensor), each
+    recorded RECEIVE_DELAY after its own header stamp."""
     writer = Writer(path, version=9, storage_plugin=StoragePlugin[storage.upper()])
     writer.open()
     image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
@@ -100,6 +102,8 @@ def write_bag(path, storage="sqlite3", frames=4, *, compressed=False, corrupt=()
         conns["tf"] = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=TYPESTORE)
 
     def put(name, msg, bag_time):
+        if name not in conns:
+            conns[name] = writer.add_connection(name, msg.__msgtype__, typestore=TYPESTORE)
         writer.write(conns[name], bag_time, TYPESTORE.serialize_cdr(msg, msg.__msgtype__))
 
     for k in range(frames):
@@ -133,8 +137,32 @@ def write_bag(path, storage="sqlite3", frames=4, *, compressed=False, corrupt=()
         put("labels", cls(header=header(gt_stamp), **fields), bag_time + gt_offset_ns + 2 * RECEIVE_DELAY)
         if extra_topics:
             put("tf", T["tf2_msgs/msg/TFMessage"](transforms=[]), bag_time + 1)
+        for topic, msg in (extra_messages(k, stamp) if extra_messages else ()):
+            put(topic, msg, bag_io.stamp_to_ns(msg.header.stamp) + RECEIVE_DELAY)
     writer.close()
     return Path(path)
+
+
+def depth_image_msg(depth_m, stamp_ns: int, encoding: str = "16UC1", frame_id: str = FRAME_ID):
+    """A depth image (16UC1 millimetres or 32FC1 metres, REP 118: NaN or 0 = no return)."""
+    depth_m = np.asarray(depth_m, np.float64)
+    if encoding == "16UC1":
+        pixels = np.where(np.isfinite(depth_m), np.round(depth_m * 1000.0), 0).astype(np.uint16)
+    else:
+        pixels = depth_m.astype(np.float32)
+    cls, fields = image_msg(pixels, encoding)
+    return cls(header=bag_io.make_header(TYPESTORE, stamp_ns, frame_id), **fields)
+
+
+def cloud_msg(points, stamp_ns: int, frame_id: str = "lidar"):
+    """A PointCloud2 of (N, 3) points, x y z float32, in the sensor frame ``frame_id``."""
+    points = np.ascontiguousarray(points, dtype="<f4")
+    fields = [T["sensor_msgs/msg/PointField"](name=name, offset=4 * i, datatype=7, count=1)  # 7 = FLOAT32
+              for i, name in enumerate("xyz")]
+    return T["sensor_msgs/msg/PointCloud2"](
+        header=bag_io.make_header(TYPESTORE, stamp_ns, frame_id), height=1, width=len(points), fields=fields,
+        is_bigendian=False, point_step=12, row_step=12 * len(points),
+        data=np.frombuffer(points.tobytes(), np.uint8), is_dense=True)
 
 
 OUT_TYPESTORE, HAS_OUR_TYPES = bag_io.make_typestore()
@@ -155,13 +183,15 @@ class SceneReadingEngine:
     """Engine test double: depth from the scene encoded in the red channel, with a known error.
 
     ``kind="metric_depth"`` returns ``factor * depth`` (metres); ``"relative_inverse_depth"``
-    returns an affine map of the true inverse depth, which alignment must undo exactly.  It has
-    the interface dpt_ros.pipeline.process_frames uses.
+    returns an affine map of the true inverse depth, which alignment must undo exactly; ``noise``
+    adds a known relative error per pixel.  It has the interface dpt_ros.pipeline.process_frames
+    uses.
     """
 
-    def __init__(self, kind="metric_depth", factor=1.0, labels=False):
+    def __init__(self, kind="metric_depth", factor=1.0, labels=False, noise=0.0):
         self.depth_output_kind = kind
         self.factor = factor
+        self.noise = noise  # relative error per pixel: output * (1 + noise * n), n ~ N(0, 1) seeded by the image
         self.tasks = ("depth", "segmentation") if labels else ("depth",)
         self.device = torch.device("cpu")
         self.precision = "fp32"
@@ -181,6 +211,9 @@ class SceneReadingEngine:
                 out = self.factor * depth
             else:
                 out = (1.0 / depth - 0.05) / 0.01  # s = 0.01, t = 0.05 recovers 1/depth
+            if self.noise:
+                rng = np.random.default_rng(int(image[..., 0].sum()))
+                out = out * (1.0 + self.noise * rng.standard_normal(out.shape))
             labels = None
             if "segmentation" in tasks:  # the right half predicted correctly, the left half as class 1
                 labels = np.where(image[..., 1] == 200, RIGHT_CLASS, 1).astype(np.uint8)
