@@ -2,8 +2,9 @@
 
 Starts demo_camera and dpt_node from the colcon install space as separate processes (as
 `ros2 launch dpt_ros dpt.launch.py demo:=true` would), records what dpt_node publishes under
---output (depth and label PNGs, the cloud as PLY, stats as JSON lines), and stops after
---duration seconds or on Ctrl-C.
+--output (depth and label PNGs, the cloud as PLY, stats as JSON lines), and stops --duration
+seconds after the first processed frame (loading the model may take minutes on a busy CPU; it
+gives up after --startup-timeout) or on Ctrl-C.
 
 Official weights are used when they are cached or can be downloaded; otherwise (offline machine)
 the demo says so loudly and runs the same pipeline with random weights.
@@ -50,7 +51,10 @@ def parse_args(argv):
     parser.add_argument("--depth-scale", type=float, default=0.0,
                         help="relative models: depth.scale for metric depth and points (0 = not set)")
     parser.add_argument("--depth-shift", type=float, default=0.0, help="relative models: depth.shift")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run; 0 = until Ctrl-C")
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds to run after the first processed frame; 0 = until Ctrl-C")
+    parser.add_argument("--startup-timeout", type=float, default=600.0,
+                        help="seconds to wait for the first processed frame (model loading) before giving up")
     parser.add_argument("--output", type=Path, default=Path("output/demo"))
     return parser.parse_args(argv)
 
@@ -129,10 +133,14 @@ class Recorder:
              "classes": [{"id": i, "name": n, "color": f"#{c:06x}"}
                          for i, (n, c) in enumerate(zip(msg.class_names, msg.colors))]}, indent=1))
 
+    def processed(self) -> bool:
+        """Whether dpt_node has processed a frame (its stats also come while it only rejects)."""
+        return self.last_stats is not None and self.last_stats.frames_processed > 0
+
     def summary(self, elapsed: float) -> str:
         s = self.last_stats
-        if s is None:
-            return f"[demo] {elapsed:5.1f} s: waiting for the first processed frame (model warm-up)"
+        if s is None or s.frames_processed == 0:
+            return f"[demo] {elapsed:5.1f} s: waiting for the first processed frame (model loading, warm-up)"
         return (f"[demo] {elapsed:5.1f} s: {s.frames_processed} processed, {s.frames_dropped} dropped, "
                 f"{s.frames_rejected} rejected | last frame {s.input_width}x{s.input_height} -> "
                 f"{s.network_width}x{s.network_height} on {s.device} {s.precision}: inference "
@@ -185,9 +193,18 @@ def main(argv=None) -> int:
     node = rclpy.create_node("demo_recorder")
     recorder = Recorder(node, args.output)
     started = last_line = time.monotonic()
+    first_frame_at = None
     status = 0
     try:
-        while args.duration <= 0 or time.monotonic() - started < args.duration:
+        while True:
+            now = time.monotonic()
+            if first_frame_at is None:
+                if recorder.processed():
+                    first_frame_at = now
+                elif now - started > args.startup_timeout:
+                    break
+            elif args.duration > 0 and now - first_frame_at >= args.duration:
+                break
             rclpy.spin_once(node, timeout_sec=0.1)
             if node_process.poll() is not None:
                 print(f"[demo] dpt_node exited with {node_process.returncode}; see {logs}/dpt_node.log:")
@@ -204,8 +221,9 @@ def main(argv=None) -> int:
             stop_process(process)
         node.destroy_node()
         rclpy.try_shutdown()
-    if status == 0 and not recorder.counts.get("stats"):
-        print("[demo] no frame was processed in time; try a longer --duration or see the logs", flush=True)
+    if status == 0 and not recorder.processed():
+        print(f"[demo] no frame was processed within --startup-timeout {args.startup_timeout:g} s; see the logs",
+              flush=True)
         status = 1
     print(f"[demo] done: outputs in {args.output}/ ({', '.join(sorted(p.name for p in args.output.iterdir()))})")
     return status
