@@ -85,6 +85,7 @@ class Recorder:
         self.output = output
         self.counts: dict[str, int] = {}
         self.last_stats: InferenceStats | None = None
+        self.last_frame_stats: InferenceStats | None = None  # the latest of a processed frame
         self.stats_file = open(output / "stats.jsonl", "w")
         qos = QoSProfile(depth=5)
         node.create_subscription(Image, f"{NAMESPACE}/depth/image", lambda m: self.on_depth(m, "depth"), qos)
@@ -121,7 +122,9 @@ class Recorder:
 
     def on_stats(self, msg: InferenceStats) -> None:
         self.count("stats")
-        self.last_stats = msg
+        self.last_stats = msg  # counters; sizes and times only in a processed frame's stats
+        if msg.batch_size:
+            self.last_frame_stats = msg
         record = {field: getattr(msg, field) for field in msg.get_fields_and_field_types() if field != "header"}
         record["stamp"] = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self.stats_file.write(json.dumps(record) + "\n")
@@ -135,16 +138,16 @@ class Recorder:
 
     def processed(self) -> bool:
         """Whether dpt_node has processed a frame (its stats also come while it only rejects)."""
-        return self.last_stats is not None and self.last_stats.frames_processed > 0
+        return self.last_frame_stats is not None
 
     def summary(self, elapsed: float) -> str:
-        s = self.last_stats
-        if s is None or s.frames_processed == 0:
+        s, f = self.last_stats, self.last_frame_stats
+        if s is None or f is None:
             return f"[demo] {elapsed:5.1f} s: waiting for the first processed frame (model loading, warm-up)"
         return (f"[demo] {elapsed:5.1f} s: {s.frames_processed} processed, {s.frames_dropped} dropped, "
-                f"{s.frames_rejected} rejected | last frame {s.input_width}x{s.input_height} -> "
-                f"{s.network_width}x{s.network_height} on {s.device} {s.precision}: inference "
-                f"{s.inference_ms:.0f} ms, total {s.total_ms:.0f} ms | written: "
+                f"{s.frames_rejected} rejected | last frame {f.input_width}x{f.input_height} -> "
+                f"{f.network_width}x{f.network_height} on {f.device} {f.precision}: inference "
+                f"{f.inference_ms:.0f} ms, total {f.total_ms:.0f} ms | written: "
                 + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
 
 

@@ -123,3 +123,24 @@ def test_each_kind_of_problem_is_logged_once_per_period_and_kinds_do_not_hide_ea
     log("unsupported encoding 'xyz16'")
     assert logged == ["unsupported encoding 'xyz16'", "image is 8000x6000 pixels, more than 100 accepted",
                       "unsupported encoding 'xyz16'"]
+
+
+def test_timer_stats_fill_silence_only():
+    """~/stats on the timer carries counts no processed frame's stats carried (rejected-only input),
+    and stays quiet while frames are processed (no zero-timing messages between real ones)."""
+    from dpt_ros.ros.diagnostics import FrameCounters
+
+    counters = FrameCounters(clock=FakeClock())
+    assert not counters.stats_due_on_timer()            # nothing happened
+    counters.count("received")
+    counters.count("rejected", problem="bad encoding")
+    assert counters.stats_due_on_timer()                # rejected only: the timer reports it
+    counters.reported()
+    assert not counters.stats_due_on_timer()            # and only once
+    counters.count("received")
+    counters.count("processed")
+    counters.reported()                                 # the frame's own stats
+    counters.count("received")
+    counters.count("dropped")                           # between frames: the next frame's stats carry it
+    assert not counters.stats_due_on_timer()            # a frame was processed in this period
+    assert counters.stats_due_on_timer()                # a period without one: now the timer reports it

@@ -36,7 +36,8 @@ class FrameCounters:
         self._latencies: collections.deque = collections.deque(maxlen=history)  # (time, ms)
         self._last_problem = ""
         self._last_problem_time = -float("inf")
-        self._changed = False
+        self._unreported = False          # counted since the last ~/stats message
+        self._processed_since_tick = False
 
     def count(self, kind: str, problem: str = "", latency_ms: float | None = None) -> None:
         if kind not in COUNTERS:
@@ -49,17 +50,26 @@ class FrameCounters:
                 self._latencies.append((now, latency_ms))
             if problem:
                 self._last_problem, self._last_problem_time = problem, now
-            self._changed = True
+            self._unreported = True
+            self._processed_since_tick |= kind == "processed"
 
     def totals(self) -> dict[str, int]:
         with self._lock:
             return {kind: self._totals[kind] for kind in COUNTERS}
 
-    def take_changed(self) -> bool:
-        """Whether anything was counted since the last call (for stats published on a timer)."""
+    def reported(self) -> None:
+        """A ~/stats message with the current totals was published."""
         with self._lock:
-            changed, self._changed = self._changed, False
-            return changed
+            self._unreported = False
+
+    def stats_due_on_timer(self) -> bool:
+        """Called once per timer period: whether a ~/stats message should be published for counts
+        that no processed frame's stats carried (frames only rejected, failed or dropped). While
+        frames are processed their own stats carry the counts, so the timer stays quiet."""
+        with self._lock:
+            due = self._unreported and not self._processed_since_tick
+            self._processed_since_tick = False
+            return due
 
     def recent(self, window_s: float) -> dict:
         """Counts, processing rate (Hz) and median latency over the last ``window_s`` seconds."""

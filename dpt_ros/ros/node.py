@@ -358,7 +358,7 @@ class DptNode(LifecycleNode):
     # ------------------------------------------------------------------ stats, diagnostics, metadata
     def _stats_message(self, camera, engine, header) -> InferenceStats:
         totals = camera.counters.totals()
-        camera.counters.take_changed()
+        camera.counters.reported()
         config = self._model.config
         return InferenceStats(
             header=header if header is not None else Header(), model_variant=config.variant if config else "",
@@ -385,7 +385,7 @@ class DptNode(LifecycleNode):
     def _on_timer(self) -> None:
         # Frames that were only rejected, failed or dropped since the last stats still show in ~/stats.
         for camera, outputs in self._outputs.items():
-            if camera.counters.take_changed():
+            if camera.counters.stats_due_on_timer():
                 message = self._stats_message(camera, self._model.engine, None)
                 message.header.stamp = self.get_clock().now().to_msg()
                 outputs.stats.publish(message)
