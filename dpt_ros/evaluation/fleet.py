@@ -100,20 +100,20 @@ def per_bag_config(template: EvaluationConfig, bag: BagInput, output_dir: Path) 
                                output_bag=bag_dir / OUTPUT_BAG_DIRNAME if template.output_bag else None)
 
 
-def estimated_frames(bag: Path, template: EvaluationConfig) -> int:
-    """Frames a bag will give from its image topic's message count (0 if it cannot be read):
-    for the progress bar's total and to start the longest bags first."""
-    from dpt_ros.evaluation.run import frames_to_select
+def preflight(config: EvaluationConfig) -> int:
+    """Check one bag as evaluate() does before any work (readable, topics and their types, a
+    decodable first image), here in the driver so that a bag that cannot work fails without
+    taking a worker; returns the frames it will give, for the progress bar and to start the
+    longest bags first.  Raises BagError or EvaluationError with evaluate()'s message."""
+    from dpt_ros.evaluation.run import checked_input, frames_to_select
 
+    typestore, _ = bag_io.make_typestore()
+    reader = bag_io.open_reader(config.input_bag)
     try:
-        reader = bag_io.open_reader(bag)
-    except bag_io.BagError:
-        return 0
-    try:
-        available = sum(c.msgcount for c in reader.connections if c.topic == template.image_topic)
+        topics = checked_input(reader, typestore, config)
+        return frames_to_select(sum(c.msgcount for c in topics.image), config)
     finally:
         reader.close()
-    return frames_to_select(available, template)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -280,11 +280,22 @@ class FleetRun:
         self.timing: dict = {}
         self.frames_processed = 0
         self.bar = None
+        self.total = 0  # bags to evaluate in this run
+        self.count = 0  # of which finished
 
     def evaluate(self, todo: list[PlannedBag]) -> None:
-        estimates = {p.bag.path: estimated_frames(p.bag.path, self.template) for p in todo}
+        self.total = len(todo)
+        estimates = {}
+        for planned in todo:
+            try:
+                estimates[planned.bag.path] = preflight(per_bag_config(self.template, planned.bag, self.output_dir))
+            except (EvaluationError, bag_io.BagError) as exc:
+                self.started(planned)
+                self.finished(planned, {"state": FAILED, "reason": " ".join(str(exc).split())})
         # Longest first: a long bag started last would keep the other workers waiting at the end.
-        queue = sorted(todo, key=lambda p: -estimates[p.bag.path])
+        queue = sorted((p for p in todo if p.bag.path in estimates), key=lambda p: -estimates[p.bag.path])
+        if not queue:
+            return
         with RaySession(self.config.ray.address) as session:
             options = self._worker_options(session)
             count = self._worker_count(session, options, len(queue))
@@ -347,7 +358,8 @@ class FleetRun:
         elif bag_dir.exists():
             shutil.rmtree(bag_dir)  # this bag's own folder (names are never shared, see assign_names)
 
-    def finished(self, planned: PlannedBag, result: dict, index: int, total: int) -> None:
+    def finished(self, planned: PlannedBag, result: dict) -> None:
+        self.count += 1
         state, reason = result["state"], result.get("reason")
         counts = result.get("counts") or {}
         self.manifest.record(planned.bag, self.config_hash, state, reason, counts.get("processed"))
@@ -355,7 +367,7 @@ class FleetRun:
                                                      reason=reason, traceback=result.get("traceback"))
         if state == DONE:
             self.frames_processed += counts["processed"]
-        say(f"[{index}/{total}] {planned.bag.name}: {_result_line(result)}")
+        say(f"[{self.count}/{self.total}] {planned.bag.name}: {_result_line(result)}")
 
 
 def _result_line(result: dict) -> str:
@@ -393,8 +405,6 @@ class _Dispatch:
         self.queue = list(queue)
         self.estimates = estimates
         self.stop = stop
-        self.total = len(queue)
-        self.finished = 0
         self.idle: list = []
         self.loading: dict = {}  # load ref -> (worker, started)
         self.busy: dict = {}  # evaluate ref -> (worker, planned, submitted)
@@ -434,8 +444,7 @@ class _Dispatch:
         except KeyboardInterrupt:  # a second Ctrl-C: stop now
             for worker, planned, _ in self.busy.values():
                 ray.kill(worker)
-                self.run_.finished(planned, {"state": INTERRUPTED, "reason": "stopped at once (second Ctrl-C)"},
-                                   self._next_index(), self.total)
+                self.run_.finished(planned, {"state": INTERRUPTED, "reason": "stopped at once (second Ctrl-C)"})
             self.busy.clear()
         finally:
             for worker in self.idle + [w for w, _ in self.loading.values()]:
@@ -469,10 +478,10 @@ class _Dispatch:
 
     def _no_worker_left(self) -> None:
         reason = f"no worker could load the model: {self.load_errors[-1] if self.load_errors else 'workers died'}"
-        if self.finished == 0:  # nothing was evaluated: refused, as evaluate_bag refuses a model it cannot load
+        if self.first_hand_out is None:  # no bag was started: refused, as evaluate_bag refuses a model it cannot load
             raise ModelLoadError(reason)
         for planned in self.queue:
-            self.run_.finished(planned, {"state": FAILED, "reason": reason}, self._next_index(), self.total)
+            self.run_.finished(planned, {"state": FAILED, "reason": reason})
         self.queue.clear()
 
     def _hand_out(self) -> None:
@@ -508,11 +517,7 @@ class _Dispatch:
         self.frames_of_finished += counts.get("selected", 0)
         if self.run_.bar is not None:
             self.run_.bar.total += counts.get("selected", 0) - self.estimates[planned.bag.path]
-        self.run_.finished(planned, result, self._next_index(), self.total)
-
-    def _next_index(self) -> int:
-        self.finished += 1
-        return self.finished
+        self.run_.finished(planned, result)
 
     def _show_progress(self) -> None:
         import ray
@@ -527,11 +532,11 @@ class _Dispatch:
             except ray.exceptions.RayError:
                 pass  # a worker that died is reported when its bag returns
         states = [o.state for o in self.run_.outcomes.values()]
-        shown = (self.frames_of_finished + running, bar.total, self.finished, states.count(FAILED))
+        shown = (self.frames_of_finished + running, bar.total, self.run_.count, states.count(FAILED))
         if shown != self.shown:  # redrawn on news only: a log file gets a line per change, not per poll
             self.shown = shown
             bar.n = shown[0]
-            bar.set_postfix_str(f"bags {self.finished}/{self.total}" + (f", {shown[3]} failed" if shown[3] else ""),
+            bar.set_postfix_str(f"bags {shown[2]}/{self.run_.total}" + (f", {shown[3]} failed" if shown[3] else ""),
                                 refresh=True)
 
     def _record_timing(self) -> None:

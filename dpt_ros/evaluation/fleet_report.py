@@ -52,7 +52,7 @@ def build_fleet_report(outcomes: list[BagOutcome], output_dir: Path, head: dict)
 
     ``head`` holds what the run knows beyond the bags (configuration, input, timing, ray ...) and
     is placed first.  Each done bag's report.json is read back from its folder."""
-    depth = histogram = confusion = None
+    depth = histogram = confusion = engine = None
     rows, failures = [], []
     counts: dict[str, int] = {}
     for outcome in outcomes:
@@ -61,6 +61,7 @@ def build_fleet_report(outcomes: list[BagOutcome], output_dir: Path, head: dict)
         if outcome.state == DONE:
             report = json.loads((Path(output_dir) / outcome.bag.name / PER_BAG_REPORT).read_text())
             row.update(_bag_row(report, outcome.bag.name))
+            engine = engine or report["input"]["engine"]
             sums = report["sums"]
             depth = _merged(depth, DepthMetricSums.from_json(sums["depth"]))
             histogram = _merged(histogram, DepthErrorHistogram.from_json(sums["depth_error_histogram"]))
@@ -80,6 +81,8 @@ def build_fleet_report(outcomes: list[BagOutcome], output_dir: Path, head: dict)
     pixel_mean = depth.pixel_mean() if depth else None
     segmentation = confusion.metrics() if confusion else None
     states = [o.state for o in outcomes]
+    if engine and not head.get("input", {}).get("engine"):  # no worker ran now: as the bags were evaluated
+        head = {**head, "input": {**head.get("input", {}), "engine": engine}}
     report = {
         **head,
         "interrupted": PENDING in states or INTERRUPTED in states,

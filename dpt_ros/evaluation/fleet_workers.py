@@ -68,12 +68,12 @@ class RaySession:
             self.description = "the Ray instance this program had initialised"
         elif self.address:
             _check_reachable(self.address)
-            _use_token_if_available()
             try:
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
             except Exception as exc:  # ConnectionError, RuntimeError, ValueError, grpc errors ...
                 raise EvaluationError(f"cannot join the Ray cluster at {self.address}: "
-                                      f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
+                                      f"{' '.join(str(exc).split()) or type(exc).__name__}"
+                                      f"{_authentication_hint(exc)}") from None
             self.owned = True
             self.description = f"the Ray cluster at {self.address}"
         else:
@@ -136,15 +136,15 @@ def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
                               "start it with `ray start --head` on that machine") from None
 
 
-def _use_token_if_available() -> None:
-    """Token authentication when a token is at hand and RAY_AUTH_MODE is not set, as `ray start`
-    decides for the cluster it starts: a cluster started where ~/.ray/auth_token exists requires
-    it, and a token is harmless to a cluster that does not."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-            or os.path.isfile(os.path.join(os.path.expanduser("~"), ".ray", "auth_token"))):
-        os.environ["RAY_AUTH_MODE"] = "token"
+def _authentication_hint(error: BaseException) -> str:
+    """What to do when the cluster wants a token: Ray sends one to an address given explicitly only
+    when told to (it does not hand the local token to any address)."""
+    while error is not None:
+        if "InvalidAuthToken" in str(error) or type(error).__name__ == "AuthenticationError":
+            return ("; the cluster uses token authentication: set RAY_AUTH_MODE=token, and give its token in "
+                    "RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head prints it)")
+        error = error.__cause__ or error.__context__
+    return ""
 
 
 def start_workers(options: RayOptions, model, count: int) -> list:

@@ -128,7 +128,7 @@ def settings_table(report: dict) -> list[str]:
     config = report.get("configuration", {})
     model = config.get("model", {})
     pipeline = config.get("pipeline", {})
-    engine = report.get("input", {}).get("engine", {})
+    engine = report.get("input", {}).get("engine") or {}
     tasks = model.get("tasks", [])
     weights = [f"depth `{model.get('weights') or 'random'}`"] if "depth" in tasks else []
     if "segmentation" in tasks:

@@ -580,6 +580,15 @@ def versions() -> dict:
     return found
 
 
+def checked_input(reader, typestore, config: EvaluationConfig) -> InputTopics:
+    """The bag's topics for ``config``, checked as a run checks them before any work: present with
+    their types, copyable, and a first image that can be decoded (BagError, EvaluationError)."""
+    topics = InputTopics.resolve(reader, config)
+    bag_io.check_copyable(topics.copy, typestore)
+    refuse_unsupported_encoding(reader, topics, typestore, config)
+    return topics
+
+
 def evaluate(config: EvaluationConfig, engine=None, after_frame=None, engine_warnings=()) -> dict:
     """Run one evaluation and write its outputs; returns the report dictionary (report.json).
 
@@ -599,10 +608,8 @@ def evaluate(config: EvaluationConfig, engine=None, after_frame=None, engine_war
     typestore, has_our_types = bag_io.make_typestore()
     reader = bag_io.open_reader(config.input_bag)
     try:
-        topics = InputTopics.resolve(reader, config)
-        bag_io.check_copyable(topics.copy, typestore)
+        topics = checked_input(reader, typestore, config)
         config.check_output_locations()
-        refuse_unsupported_encoding(reader, topics, typestore, config)
         warnings: list[str] = list(engine_warnings)
         if engine is None:
             def warn(message: str) -> None:
