@@ -28,6 +28,7 @@ from dpt_ros.evaluation.fleet_inputs import BagInput, fingerprint
 from dpt_ros.evaluation.manifest import DONE, FAILED, INTERRUPTED, Manifest, configuration_hash, plan
 from dpt_ros.evaluation.metrics import DEPTH_METRIC_NAMES, PIXEL_TERMS
 from support.bags import IMAGE_TOPIC, read_bag, write_bag, write_tiny_checkpoints
+from support.interrupt import interrupt_when
 
 REPO = Path(__file__).resolve().parent.parent
 EXECUTABLE = REPO / "install" / "dpt_ros" / "lib" / "dpt_ros" / "evaluate_bags"
@@ -285,32 +286,15 @@ def test_sigint_keeps_finished_bags_and_a_manifest_a_rerun_trusts(tmp_path, chec
                "--weights", str(checkpoints[0]), "--depth-scale", "0.05", "--depth-shift", "0.1", "--device", "cpu"]
     process = subprocess.Popen([str(EXECUTABLE), str(bags), "--output-dir", str(out), "--workers", "1", *options],
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    stderr: list[str] = []
-    mid_started = threading.Event()
 
-    def watch():  # "[1/3] big: done" then the bar's frame count 2 frames into "mid"
-        while chunk := process.stderr.read1(4096):
-            stderr.append(chunk.decode(errors="replace"))
-            text = "".join(stderr)
-            if "[1/3] big: done" in text:
-                counts = re.findall(r"(\d+)/\d+ \[", text.split("[1/3] big: done", 1)[1])
-                if counts and int(counts[-1]) >= frames["big"] + 2:
-                    mid_started.set()
+    def mid_started(stderr: str) -> bool:  # "[1/3] big: done", then the bar 2 frames into "mid"
+        if "[1/3] big: done" not in stderr:
+            return False
+        counts = re.findall(r"(\d+)/\d+ \[", stderr.split("[1/3] big: done", 1)[1])
+        return bool(counts) and int(counts[-1]) >= frames["big"] + 2
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        deadline = time.monotonic() + 400
-        while not mid_started.wait(timeout=0.2):
-            assert process.poll() is None, f"exited early: {''.join(stderr)}"
-            assert time.monotonic() < deadline, "".join(stderr)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=120) == 130, "".join(stderr)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    watcher.join(timeout=5)
-    text = "".join(stderr)
+    code, text = interrupt_when(process, mid_started, timeout_s=400, exit_timeout_s=120)
+    assert code == 130, text
     assert "stopping: no new bag is started" in text
     assert "mid: interrupted after" in text and "small:" not in text, text
 

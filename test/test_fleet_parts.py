@@ -6,7 +6,6 @@ The runs on Ray are in test_evaluate_bags.py.
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 
 from dpt_ros.evaluation import cli, fleet_cli
 from dpt_ros.evaluation.config import EvaluationError
-from dpt_ros.evaluation.fleet import FleetConfig, per_bag_config, prepared_template
+from dpt_ros.evaluation.fleet import per_bag_config, prepared_template
 from dpt_ros.evaluation.fleet_inputs import BagInput, assign_names, find_bags, fingerprint
 from dpt_ros.evaluation.fleet_report import PENDING, BagOutcome, build_fleet_report, write_fleet_report
 from dpt_ros.evaluation.manifest import (
@@ -36,7 +35,6 @@ from dpt_ros.evaluation.manifest import (
 from dpt_ros.evaluation.run import evaluate
 from support.bags import HEIGHT, IMAGE_TOPIC, WIDTH, SceneReadingEngine, plane_depths, write_bag
 
-REPO = Path(__file__).resolve().parent.parent
 PER_BAG_OPTIONS = {"input_bag", "output_bag", "report_dir"}  # where evaluate_bag reads and writes one bag
 
 
@@ -94,7 +92,7 @@ def tree(tmp_path):
     return root
 
 
-def test_bags_are_found_in_directories_and_by_patterns_each_once(tree):
+def test_bags_are_found_in_directories_and_by_patterns_each_once(tree, monkeypatch):
     day1, day2, other_day1 = tree / "robot1" / "day1", tree / "robot1" / "day2", tree / "robot2" / "day1"
     loose = tree / "loose" / "x.mcap"
     # A directory is searched, never below the output folder; a bag is not searched further.
@@ -104,7 +102,7 @@ def test_bags_are_found_in_directories_and_by_patterns_each_once(tree):
         [day1, other_day1, loose]
     assert find_bags([str(day2)]) == [day2]
     # Relative inputs become absolute paths (workers elsewhere read them where they lie).
-    os.chdir(tree)
+    monkeypatch.chdir(tree)
     assert find_bags(["robot1/day2"]) == [day2]
 
 
@@ -312,14 +310,3 @@ def test_two_runs_cannot_write_one_output_folder(tmp_path, capsys):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds it
         line = _refused(capsys, bag, "--image-topic", IMAGE_TOPIC, "--output-dir", tmp_path / "out")
     assert f"another evaluate_bags run is writing to {tmp_path / 'out'}" in line
-
-
-def test_evaluate_bags_is_on_path_after_sourcing_env():
-    result = subprocess.run(
-        ["bash", "-c", "source scripts/env.sh && command -v evaluate_bags && evaluate_bags --help"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, PATH="/usr/bin:/bin"))
-    assert result.returncode == 0, result.stderr
-    found, *usage = result.stdout.splitlines()
-    assert Path(found) == REPO / "install" / "dpt_ros" / "lib" / "dpt_ros" / "evaluate_bags"
-    usage = "\n".join(usage)
-    assert "usage: evaluate_bags" in usage and "--ray-address" in usage and "--output-dir" in usage

@@ -28,7 +28,6 @@ from dpt_ros.evaluation.fleet_report import FLEET_PLOTS, PENDING, BagOutcome, bu
 from dpt_ros.evaluation.fleet_workers import RayOptions, RaySession, start_workers
 from dpt_ros.evaluation.manifest import (
     DONE,
-    DONE_BEFORE,
     FAILED,
     INTERRUPTED,
     MANIFEST_NAME,
@@ -363,8 +362,8 @@ class FleetRun:
         state, reason = result["state"], result.get("reason")
         counts = result.get("counts") or {}
         self.manifest.record(planned.bag, self.config_hash, state, reason, counts.get("processed"))
-        self.outcomes[planned.bag.path] = BagOutcome(planned.bag, state, planned.why, evaluated=True,
-                                                     reason=reason, traceback=result.get("traceback"))
+        self.outcomes[planned.bag.path] = BagOutcome(planned.bag, state, planned.why, evaluated=True, reason=reason,
+                                                     traceback=result.get("traceback"), worker_s=result.get("worker_s"))
         if state == DONE:
             self.frames_processed += counts["processed"]
         say(f"[{self.count}/{self.total}] {planned.bag.name}: {_result_line(result)}")
@@ -446,8 +445,8 @@ class _Dispatch:
                 ray.kill(worker)
                 self.run_.finished(planned, {"state": INTERRUPTED, "reason": "stopped at once (second Ctrl-C)"})
             self.busy.clear()
-        finally:
-            for worker in self.idle + [w for w, _ in self.loading.values()]:
+        finally:  # workers hold a model each: none outlives the run, also on an error
+            for worker in self.idle + [w for w, _ in self.loading.values()] + [w for w, _, _ in self.busy.values()]:
                 ray.kill(worker)
             self._record_timing()
 

@@ -45,6 +45,7 @@ class BagOutcome:
     evaluated: bool
     reason: str | None = None
     traceback: str | None = None
+    worker_s: float | None = None  # the bag's time in its worker (evaluation, report, plots)
 
 
 def build_fleet_report(outcomes: list[BagOutcome], output_dir: Path, head: dict) -> tuple[dict, dict]:
@@ -57,7 +58,7 @@ def build_fleet_report(outcomes: list[BagOutcome], output_dir: Path, head: dict)
     counts: dict[str, int] = {}
     for outcome in outcomes:
         row = {"name": outcome.bag.name, "bag": str(outcome.bag.path), "state": outcome.state, "why": outcome.why,
-               "evaluated_now": outcome.evaluated, "reason": outcome.reason}
+               "evaluated_now": outcome.evaluated, "reason": outcome.reason, "worker_s": outcome.worker_s}
         if outcome.state == DONE:
             report = json.loads((Path(output_dir) / outcome.bag.name / PER_BAG_REPORT).read_text())
             row.update(_bag_row(report, outcome.bag.name))
@@ -219,7 +220,7 @@ def _per_bag_table(report: dict) -> list[str]:
     has_labels = any(r.get("segmentation") for r in rows)
     depth_columns = [c for c in DEPTH_COLUMNS if c[0] in ("abs_rel", "rmse", "delta1")] if has_depth else []
     header = ["Bag", "State", "Frames"] + [title for _, title, _ in depth_columns] \
-        + (["mIoU"] if has_labels else []) + ["frames/s", "Report"]
+        + (["mIoU"] if has_labels else []) + ["frames/s", "s in worker", "Report"]
     lines = [f"## Per bag (by {report['ranking']})", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     for row in rows:
@@ -229,7 +230,7 @@ def _per_bag_table(report: dict) -> list[str]:
                  frames]
         cells += [format_value((row.get("depth") or {}).get(key)) for key, _, _ in depth_columns]
         cells += [format_value((row.get("segmentation") or {}).get("mean_iou"))] if has_labels else []
-        cells += [format_value(row.get("frames_per_second"), 2),
+        cells += [format_value(row.get("frames_per_second"), 2), format_value(row.get("worker_s"), 1),
                   f"[report]({row['report']})" if row.get("report") else (row.get("reason") or "–")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
