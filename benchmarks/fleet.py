@@ -20,7 +20,7 @@ for a bag minus the time the worker spent on it (handing out, returning, noticin
 
     python benchmarks/fleet.py                       # 4 bags x 100 frames, 2 workers
     python benchmarks/fleet.py --bags 8 --frames 200 --workers 2
-    python benchmarks/fleet.py --quick --json out.json
+    python benchmarks/fleet.py --quick --json out.json   # 2 bags x 6 frames: does the script still work
 """
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,12 +58,13 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-threaded", action="store_true",
                         help="no sequential run with all cores as torch threads")
-    parser.add_argument("--quick", action="store_true", help="4 bags x 12 frames (the test of this script)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 bags x 6 frames, no all-core sequential run (the test of this script)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", type=Path, help="generate bags and outputs here and keep them")
     args = parser.parse_args(argv)
     if args.quick:
-        args.bags, args.frames = 4, 12
+        args.bags, args.frames, args.skip_threaded = 2, 6, True
     return args
 
 
@@ -98,9 +101,76 @@ def run_sequential(config, names: list[str], bags: Path, out: Path, threads: int
             "s_per_bag": sum(per_bag) / len(per_bag)}
 
 
+class DescendantCpu:
+    """CPU seconds (user + system) of this process's descendants by kind, sampled from /proc every
+    0.2 s while the block runs (a process's last sample counts: a short-lived one may be missed).
+    Ray's local instance runs as children of this process: its system processes (GCS, raylet,
+    agents, monitors), idle worker processes it starts ahead, and the workers (BagWorker actors)."""
+
+    def __init__(self):
+        self.last: dict[int, tuple[str, float]] = {}
+        self.stop = threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self):
+        while not self.stop.wait(0.2):
+            self._sample()
+
+    def _sample(self):
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                    parents[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self.tick)
+                except (OSError, IndexError, ValueError):
+                    continue  # exited meanwhile
+        mine = {os.getpid()}
+        changed = True
+        while changed:
+            children = {pid for pid, (ppid, _) in parents.items() if ppid in mine and pid not in mine}
+            changed = bool(children)
+            mine |= children
+        for pid in mine - {os.getpid()}:
+            kind = self.last.get(pid, ("", 0.0))[0]
+            if kind in ("", "other", "ray idle workers"):  # "ray::IDLE" until it becomes an actor; an exited one is nameless
+                try:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                kind = self._kind(command) if command.strip() else kind or "other"
+            self.last[pid] = (kind, parents[pid][1])
+
+    @staticmethod
+    def _kind(command: str) -> str:
+        if "BagWorker" in command:
+            return "workers"
+        if command.startswith("ray::IDLE"):
+            return "ray idle workers"  # started ahead by Ray; may still become a worker
+        return "ray system" if "ray" in command else "other"
+
+    def seconds(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for kind, seconds in self.last.values():
+            totals[kind] = totals.get(kind, 0.0) + seconds
+        return totals
+
+
 def run_fleet(config) -> dict:
     begin = time.perf_counter()
-    report = evaluate_fleet(config)
+    driver_before = resource.getrusage(resource.RUSAGE_SELF)
+    with DescendantCpu() as cpu:
+        report = evaluate_fleet(config)
+    driver_after = resource.getrusage(resource.RUSAGE_SELF)
     whole_s = time.perf_counter() - begin
     timing = report["timing"]
     assert report["bags"]["done"] == report["bags"]["total"], report["failures"]
@@ -109,7 +179,9 @@ def run_fleet(config) -> dict:
             "s_per_bag": sum(r["worker_s"] for r in rows) / len(rows),"frames": timing["frames_processed"], "start_s": timing["ray_start_s"] + timing["workers_ready_s"],
             "evaluating_s": timing["evaluating_s"], "whole_s": whole_s, "ray_start_s": timing["ray_start_s"],
             "workers_ready_s": timing["workers_ready_s"], "ray_overhead_per_bag_s": timing["ray_overhead_per_bag_s"],
-            "workers": report["ray"]["workers"]}
+            "workers": report["ray"]["workers"],
+            "cpu_s": {**cpu.seconds(), "driver": (driver_after.ru_utime + driver_after.ru_stime)
+                      - (driver_before.ru_utime + driver_before.ru_stime)}}
 
 
 def main(argv=None) -> int:
@@ -154,6 +226,10 @@ def main(argv=None) -> int:
               f"evaluating {ratio['evaluating']:.2f}, whole run {ratio['whole']:.2f}")
     print(f"Ray start-up: {fleet['ray_start_s']:.2f} s; workers ready (process, torch, model): "
           f"{fleet['workers_ready_s']:.2f} s; Ray overhead per bag: {fleet['ray_overhead_per_bag_s']:.3f} s")
+    cpu = fleet["cpu_s"]
+    ray_own = cpu.get("ray system", 0.0) + cpu.get("ray idle workers", 0.0)
+    print("CPU seconds during the fleet run: " + ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in cpu.items())
+          + f" (Ray's own processes: {ray_own / cpu['workers']:.0%} of the workers')")
     if args.json:
         args.json.write_text(json.dumps({
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
