@@ -199,6 +199,7 @@ def test_alignment_benchmark_quick(tmp_path):
         assert row["ratio"] == pytest.approx(row["matmul_p50_ms"] / row["per_coordinate_p50_ms"])
 
 
+@pytest.mark.slow  # Ray's and the workers' start-up
 @pytest.mark.timeout(240)
 def test_fleet_benchmark_quick(tmp_path):
     out = tmp_path / "fleet.json"

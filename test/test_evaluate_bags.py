@@ -32,7 +32,7 @@ from support.interrupt import interrupt_when
 
 REPO = Path(__file__).resolve().parent.parent
 EXECUTABLE = REPO / "install" / "dpt_ros" / "lib" / "dpt_ros" / "evaluate_bags"
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # Ray start-up: out of `make test-fast`
 
 
 @pytest.fixture(scope="module")
