@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh
 PYTEST_ARGS ?=
 
-.PHONY: setup build demo test test-fast bench-model bench-node bench-multi-camera bench-alignment clean
+.PHONY: setup build demo test test-fast bench-model bench-node bench-multi-camera bench-alignment bench-fleet clean
 
 setup:
 	bash scripts/setup.sh
@@ -32,6 +32,9 @@ bench-multi-camera: setup
 
 bench-alignment: setup
 	$(ENV) && python benchmarks/alignment.py $(BENCH_ARGS)
+
+bench-fleet: setup
+	$(ENV) && python benchmarks/fleet.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build install log

@@ -26,13 +26,14 @@ setup(
         (f"share/{PACKAGE}/config", [str(p.relative_to(ROOT)) for p in sorted((ROOT / "config").glob("*"))]),
     ],
     install_requires=["numpy", "torch", "torchvision", "timm", "safetensors", "opencv-python-headless",
-                      "PyYAML", "tqdm", "matplotlib", "rosbags"],
+                      "PyYAML", "tqdm", "matplotlib", "rosbags", "ray"],
     extras_require={"test": ["pytest", "pytest-timeout", "transformers"]},
     entry_points={
         "console_scripts": [
             "dpt_node = dpt_ros.ros.node:main",
             "demo_camera = dpt_ros.demo_camera:main",
             "evaluate_bag = dpt_ros.evaluation.cli:main",
+            "evaluate_bags = dpt_ros.evaluation.fleet_cli:main",
         ],
     },
 )

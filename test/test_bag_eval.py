@@ -14,11 +14,8 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +43,7 @@ from support.bags import (
     read_bag,
     write_bag,
 )
+from support.interrupt import interrupt_when
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -355,29 +353,13 @@ def test_sigint_during_cli_run_finalizes_outputs(tmp_path):
          "--weights", "", "--allow-random-weights", "--device", "cpu", "--output-bag", str(tmp_path / "out"),
          "--report-dir", str(tmp_path / "report")],
         cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    stderr = []
-    progressed = threading.Event()
 
-    def watch():  # tqdm writes "n/total" updates to stderr
-        while chunk := process.stderr.read1(4096):
-            stderr.append(chunk.decode(errors="replace"))
-            done = re.findall(r"(\d+)/%d" % frames, "".join(stderr))
-            if done and int(done[-1]) >= 2:
-                progressed.set()
+    def progressed(stderr: str) -> bool:  # tqdm writes "n/total" updates to stderr
+        done = re.findall(r"(\d+)/%d" % frames, stderr)
+        return bool(done) and int(done[-1]) >= 2
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not progressed.wait(timeout=0.2):
-            assert process.poll() is None, f"exited early: {''.join(stderr)}"
-            assert time.monotonic() < deadline, "".join(stderr)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130, "".join(stderr)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    watcher.join(timeout=5)
+    code, stderr = interrupt_when(process, progressed, timeout_s=120)
+    assert code == 130, stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["interrupted"] is True
     processed = report["counts"]["processed"]

@@ -1,7 +1,7 @@
 """The benchmark scripts still run and still measure something real (so they cannot rot).
 
 Each script runs as a subprocess exactly as `make bench-model` / `make bench-node` /
-`make bench-multi-camera` / `make bench-alignment` would start it, on the tiny model with few runs; the tests check the
+`make bench-multi-camera` / `make bench-alignment` / `make bench-fleet` would start it, on the tiny model with few runs; the tests check the
 exit code, the printed table and the JSON rows: finite timings and speed-ups, and our fp32 output
 equal to transformers' to 1e-4.
 """
@@ -242,3 +242,26 @@ def test_benchmarks_take_their_variants_from_the_model_registry():
                 module.parse_args(["--device", "cpu", "--compile", "eager,tensorrt"])
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.slow  # Ray's and the workers' start-up
+@pytest.mark.timeout(240)
+def test_fleet_benchmark_quick(tmp_path):
+    out = tmp_path / "fleet.json"
+    result = run_script("fleet.py", "--quick", "--json", str(out), timeout=230)
+
+    headers, rows = table_rows(result.stdout, "configuration")
+    assert headers[:4] == ["configuration", "frames", "start-up s", "evaluating s"]
+    assert [row[0] for row in rows] == ["sequential (1 process, 1 torch thread)", "ray (2 workers, 1 thread each)"]
+    assert [row[1] for row in rows] == ["12", "12"]  # 2 bags x 6 frames, all evaluated both ways
+    data = json.loads(out.read_text())
+    sequential, fleet = data["sequential"]["1"], data["fleet"]
+    for result_ in (sequential, fleet):
+        assert result_["fps_evaluating"] == pytest.approx(result_["frames"] / result_["evaluating_s"])
+        assert 0 < result_["frame_loop_s_per_bag"] < result_["s_per_bag"]
+    assert data["ratios"]["1"]["evaluating"] == pytest.approx(fleet["fps_evaluating"] / sequential["fps_evaluating"])
+    printed = next(line for line in result.stdout.splitlines() if line.startswith("ray / sequential (1 thread)"))
+    assert f"evaluating {data['ratios']['1']['evaluating']:.2f}" in printed
+    # Ray's start-up and overhead are measured, and its processes' CPU time is told apart from the workers'.
+    assert fleet["ray_start_s"] > 0 and fleet["workers_ready_s"] > 0 and fleet["ray_overhead_per_bag_s"] >= 0
+    assert fleet["cpu_s"]["workers"] > 0 and fleet["cpu_s"]["ray system"] > 0

@@ -191,14 +191,15 @@ def test_metric_variant_evaluates_labels_with_the_segmentation_model_of_its_back
 # The executable
 # ------------------------------------------------------------------------------------------------
 
-def test_evaluate_bag_is_on_path_after_sourcing_env(tmp_path):
+@pytest.mark.parametrize("name", ["evaluate_bag", "evaluate_bags"])
+def test_evaluate_bag_is_on_path_after_sourcing_env(tmp_path, name):
     result = subprocess.run(
-        ["bash", "-c", "source scripts/env.sh && command -v evaluate_bag && evaluate_bag --help"],
+        ["bash", "-c", f"source scripts/env.sh && command -v {name} && {name} --help"],
         cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, PATH="/usr/bin:/bin"))
     assert result.returncode == 0, result.stderr
     found, *usage = result.stdout.splitlines()
-    assert Path(found) == REPO / "install" / "dpt_ros" / "lib" / "dpt_ros" / "evaluate_bag"
-    assert "usage: evaluate_bag" in "\n".join(usage)
+    assert Path(found) == REPO / "install" / "dpt_ros" / "lib" / "dpt_ros" / name
+    assert f"usage: {name} " in "\n".join(usage)
 
 
 @pytest.mark.ros

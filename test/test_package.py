@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-EXECUTABLES = ("dpt_node", "demo_camera", "evaluate_bag")
+EXECUTABLES = ("dpt_node", "demo_camera", "evaluate_bag", "evaluate_bags")
 
 # Python import name -> rosdep key that provides it (the keys package.xml must list).
 ROSDEP_KEY_OF_MODULE = {
@@ -31,6 +31,7 @@ ROSDEP_KEY_OF_MODULE = {
     "timm": "python3-timm-pip",
     "safetensors": "python3-safetensors-pip",
     "rosbags": "python3-rosbags-pip",
+    "ray": "python3-ray-pip",
     "matplotlib": "python3-matplotlib",
     "tqdm": "python3-tqdm",
     "yaml": "python3-yaml",

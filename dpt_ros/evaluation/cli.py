@@ -13,6 +13,7 @@ was processed so far is written to the bag and the report.  The run itself is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -66,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input_bag", help="rosbag2 bag directory (sqlite3 or mcap) or storage file")
+    output = add_evaluation_arguments(parser)
+    output.add_argument("--output-bag", type=Path,
+                        help="write what dpt_node would publish to this new bag, at each input image's "
+                        "recording time")
+    output.add_argument("--report-dir", type=Path, help="write report.json, report.md and plots here")
+    return parser
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Every option of a run except where its input and outputs are (the bag, --output-bag,
+    --report-dir): evaluate_bag and evaluate_bags share them, so a flag means the same in both.
+
+    Returns the "output" group, to which each command adds its own locations."""
     topics = parser.add_argument_group("input topics")
     topics.add_argument("--image-topic", required=True,
                         help="sensor_msgs/Image or sensor_msgs/CompressedImage topic")
@@ -128,15 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_online_alignment_arguments(parser)
 
     output = parser.add_argument_group("output")
-    output.add_argument("--output-bag", type=Path,
-                        help="write what dpt_node would publish to this new bag, at each input image's "
-                        "recording time")
     output.add_argument("--output-prefix", default="/dpt", help="topic prefix in the output bag")
     output.add_argument("--copy-topics", nargs="+", default=[], metavar="TOPIC",
                         help="copy these input topics unchanged into the output bag")
-    output.add_argument("--report-dir", type=Path, help="write report.json, report.md and plots here")
     output.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser
+    return output
 
 
 def add_online_alignment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,7 +191,15 @@ def online_alignment_fields(args: argparse.Namespace) -> dict:
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
-    """The run's configuration from parsed arguments (checked when the run starts)."""
+    """The run's configuration from evaluate_bag's parsed arguments (checked when the run starts)."""
+    return dataclasses.replace(shared_config_from_args(args), input_bag=Path(args.input_bag),
+                               output_bag=args.output_bag, report_dir=args.report_dir)
+
+
+def shared_config_from_args(args: argparse.Namespace) -> EvaluationConfig:
+    """The configuration of the options :func:`add_evaluation_arguments` adds, for any bag: its
+    input bag is a placeholder (``Path()``) and it writes nothing until the caller sets
+    input_bag, output_bag and report_dir (evaluate_bags does so for each bag)."""
     tasks = tuple(args.tasks) if args.tasks else (
         ("depth",) + (("segmentation",) if args.gt_labels_topic else ()))
     model = ModelConfig(
@@ -192,15 +210,14 @@ def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
     pipeline = PipelineSettings(depth_scale=args.depth_scale, depth_shift=args.depth_shift,
                                 depth_max_range=args.depth_max_range)
     return EvaluationConfig(
-        input_bag=Path(args.input_bag), image_topic=args.image_topic, model=model, pipeline=pipeline,
+        input_bag=Path(), image_topic=args.image_topic, model=model, pipeline=pipeline,
         camera_info_topic=args.camera_info_topic, gt_depth_topic=args.gt_depth_topic,
         gt_labels_topic=args.gt_labels_topic, gt_label_map=args.gt_label_map,
         gt_label_offset=args.gt_label_offset, stamp_tolerance=args.stamp_tolerance,
         batch_size=args.batch_size, start=args.start, stride=args.stride, max_frames=args.max_frames,
         preset=args.preset, min_depth=args.min_depth, max_depth=args.max_depth,
-        alignment=_ALIGNMENT_OF_FLAG[args.alignment], output_bag=args.output_bag,
-        output_prefix=args.output_prefix, copy_topics=tuple(args.copy_topics), report_dir=args.report_dir,
-        progress=not args.no_progress, **online_alignment_fields(args))
+        alignment=_ALIGNMENT_OF_FLAG[args.alignment], output_prefix=args.output_prefix,
+        copy_topics=tuple(args.copy_topics), progress=not args.no_progress, **online_alignment_fields(args))
 
 
 def online_alignment_line(report: dict) -> str:
@@ -215,7 +232,7 @@ def online_alignment_line(report: dict) -> str:
     return line
 
 
-def _terminate_as_interrupt(signum, frame):
+def terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
@@ -236,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # SIGTERM (e.g. from a job scheduler) ends the run like Ctrl-C: outputs are still finalised.
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    signal.signal(signal.SIGTERM, terminate_as_interrupt)
     try:
         report = evaluate(config_from_args(args))
     except (EvaluationError, bag_io.BagError, ModelLoadError) as exc:

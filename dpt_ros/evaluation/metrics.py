@@ -234,6 +234,13 @@ class DepthErrorHistogram:
         result.abs_rel_sum = sums.reshape(shown, group).sum(axis=1)
         return result
 
+    def shown_json(self) -> dict:
+        """The bins report.json and the error-vs-depth plot show: :meth:`over_data`'s edges, pixel
+        counts and mean AbsRel (None for an empty bin)."""
+        shown = self.over_data()
+        return {"edges_m": shown.edges.tolist(), "pixels": shown.counts.tolist(),
+                "mean_abs_rel": [None if math.isnan(v) else float(v) for v in shown.mean_abs_rel()]}
+
     def to_json(self) -> dict:
         """Sparse: the range, the bin count and [bin, pixels, AbsRel sum] of the non-empty bins."""
         occupied = np.flatnonzero(self.counts)

@@ -37,8 +37,6 @@ def write_report(report: dict, report_dir: str | Path, samples=(), min_depth: fl
     matplotlib.use("Agg")  # before pyplot: headless machines, no display
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-
     plots = {}
     frames = report.get("frames", [])
     if report.get("online_alignment"):
@@ -49,30 +47,32 @@ def write_report(report: dict, report_dir: str | Path, samples=(), min_depth: fl
         plots["segmentation_curves"] = _plot_segmentation_curves(
             frames, report_dir / PLOT_SEGMENTATION_CURVES)
     if report.get("depth_error_histogram"):
-        plots["error_vs_depth"] = _plot_error_vs_depth(report["depth_error_histogram"],
+        plots["error_vs_depth"] = plot_error_vs_depth(report["depth_error_histogram"],
                                                        report_dir / PLOT_ERROR_VS_DEPTH)
     if samples:
         plots["samples"] = _plot_samples(samples, report_dir / PLOT_SAMPLES, min_depth, max_depth)
     if confusion is not None and confusion.total:
-        plots["confusion_matrix"] = _plot_confusion(confusion, report_dir / PLOT_CONFUSION)
-    written.update(plots)
+        plots["confusion_matrix"] = plot_confusion(confusion, report_dir / PLOT_CONFUSION)
+    return write_json_and_markdown(report, report_dir, plots, render_markdown)
 
+
+def write_json_and_markdown(report: dict, report_dir: Path, plots: dict[str, Path], render) -> dict[str, Path]:
+    """report.json (strict JSON, with the plots' file names) and report.md (``render(report)``);
+    returns name -> path of everything written, plots included."""
     report = dict(report, plots={k: v.name for k, v in plots.items()})
     json_path = report_dir / REPORT_JSON
-    json_path.write_text(json.dumps(_jsonable(report), indent=1, allow_nan=False))
-    written["json"] = json_path
+    json_path.write_text(json.dumps(jsonable(report), indent=1, allow_nan=False))
     md_path = report_dir / REPORT_MD
-    md_path.write_text(render_markdown(report))
-    written["markdown"] = md_path
-    return written
+    md_path.write_text(render(report))
+    return {**plots, "json": json_path, "markdown": md_path}
 
 
-def _jsonable(value):
+def jsonable(value):
     """NaN/inf -> None and numpy scalars -> Python, so report.json is strict JSON."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -80,7 +80,7 @@ def _jsonable(value):
     return value
 
 
-def _fmt(value, digits: int = 4) -> str:
+def format_value(value, digits: int = 4) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -90,17 +90,48 @@ def _fmt(value, digits: int = 4) -> str:
 
 def render_markdown(report: dict) -> str:
     """Human-readable summary: configuration, counts, metric tables, timing, plots."""
-    from dpt_ros.labels import class_name
-
     config = report.get("configuration", {})
-    model = config.get("model", {})
-    pipeline = config.get("pipeline", {})
     counts = report.get("counts", {})
     timing = report.get("timing", {})
     lines = [f"# DPT evaluation of `{config.get('input_bag', '?')}`", ""]
     if report.get("interrupted"):
         lines += ["**Interrupted**: the numbers cover the frames processed before the stop.", ""]
-    engine = report.get("input", {}).get("engine", {})
+    lines += settings_table(report)
+    lines += ["## Frames", "", "| Outcome | Frames |", "|---|---|"]
+    lines += [f"| {name.replace('_', ' ')} | {value} |" for name, value in counts.items()]
+    lines.append("")
+    if report.get("empty_selection"):
+        lines += [f"No frame selected: {report['empty_selection']}.", ""]
+    if report.get("undecodable_reasons"):
+        lines += ["| Frames not decoded | Reason |", "|---|---|"]
+        lines += [f"| {count} | {reason} |" for reason, count in report["undecodable_reasons"].items()]
+        lines.append("")
+
+    lines += depth_section(report) + segmentation_section(report)
+
+    lines += ["## Timing", "", "| Stage | mean ms/frame |", "|---|---|"]
+    for stage, value in (timing.get("mean_ms_per_frame") or {}).items():
+        lines.append(f"| {stage.removesuffix('_ms')} | {format_value(value, 2)} |")
+    lines += ["", f"Wall time {format_value(timing.get('wall_s'), 2)} s, "
+              f"{format_value(timing.get('frames_per_second'), 2)} frames/s.", ""]
+
+    if report.get("output_topics"):
+        lines += ["## Output bag", "", f"`{config.get('output_bag')}`", "",
+                  "| Topic | Messages |", "|---|---|"]
+        lines += [f"| `{t}` | {n} |" for t, n in report["output_topics"].items()]
+        lines.append("")
+    if report.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
+    lines += plots_and_versions(report)
+    return "\n".join(lines)
+
+
+def settings_table(report: dict) -> list[str]:
+    """The "Setting | Value" table of a report's configuration, engine and input."""
+    config = report.get("configuration", {})
+    model = config.get("model", {})
+    pipeline = config.get("pipeline", {})
+    engine = report.get("input", {}).get("engine") or {}
     tasks = model.get("tasks", [])
     weights = [f"depth `{model.get('weights') or 'random'}`"] if "depth" in tasks else []
     if "segmentation" in tasks:
@@ -109,7 +140,7 @@ def render_markdown(report: dict) -> str:
                        + (f" ({model['segmentation_variant']})" if model.get("segmentation_variant") else ""))
     metric_map = (f"1 / ({pipeline.get('depth_scale')} · output + {pipeline.get('depth_shift')})"
                   if pipeline.get("depth_scale") else "the model's")
-    lines += [
+    return [
         "| Setting | Value |", "|---|---|",
         f"| Variant | `{model.get('variant')}` ({', '.join(tasks)}) |",
         f"| Weights | {', '.join(weights)} |",
@@ -125,70 +156,57 @@ def render_markdown(report: dict) -> str:
         f"| Frames | start {config.get('start')} s, stride {config.get('stride')}, "
         f"max {config.get('max_frames') or 'all'}, batch {config.get('batch_size')} |",
         "",
-        "## Frames", "", "| Outcome | Frames |", "|---|---|",
     ]
-    lines += [f"| {name.replace('_', ' ')} | {value} |" for name, value in counts.items()]
-    lines.append("")
-    if report.get("empty_selection"):
-        lines += [f"No frame selected: {report['empty_selection']}.", ""]
-    if report.get("undecodable_reasons"):
-        lines += ["| Frames not decoded | Reason |", "|---|---|"]
-        lines += [f"| {count} | {reason} |" for reason, count in report["undecodable_reasons"].items()]
-        lines.append("")
 
+
+def depth_section(report: dict) -> list[str]:
+    """"## Depth": the metrics averaged over frames and over all pixels at once."""
     depth = report.get("depth")
-    lines += ["## Depth", ""]
-    if depth:
-        lines += ["| " + " | ".join(title for _, title, _ in DEPTH_COLUMNS) + " | frames |",
+    lines = ["## Depth", ""]
+    if not depth:
+        return lines + ["No depth ground truth was evaluated.", ""]
+    lines += ["| " + " | ".join(title for _, title, _ in DEPTH_COLUMNS) + " | frames |",
+              "|" + "---|" * (len(DEPTH_COLUMNS) + 1),
+              "| " + " | ".join(format_value(depth[key]) for key, _, _ in DEPTH_COLUMNS)
+              + f" | {report.get('counts', {}).get('depth_evaluated', 0)} |", ""]
+    lines += ["Mean over frames; AbsRel, SqRel, RMSE, RMSE log: lower is better; δ: higher is "
+              "better.", ""]
+    pixels = report.get("depth_pixel_weighted")
+    if pixels:
+        lines += ["Over all pixels at once (each pixel weighs the same):", "",
+                  "| " + " | ".join(title for _, title, _ in DEPTH_COLUMNS) + " | pixels |",
                   "|" + "---|" * (len(DEPTH_COLUMNS) + 1),
-                  "| " + " | ".join(_fmt(depth[key]) for key, _, _ in DEPTH_COLUMNS)
-                  + f" | {counts.get('depth_evaluated', 0)} |", ""]
-        lines += ["Mean over frames; AbsRel, SqRel, RMSE, RMSE log: lower is better; δ: higher is "
-                  "better.", ""]
-        pixels = report.get("depth_pixel_weighted")
-        if pixels:
-            lines += ["Over all pixels at once (each pixel weighs the same):", "",
-                      "| " + " | ".join(title for _, title, _ in DEPTH_COLUMNS) + " | pixels |",
-                      "|" + "---|" * (len(DEPTH_COLUMNS) + 1),
-                      "| " + " | ".join(_fmt(pixels[key]) for key, _, _ in DEPTH_COLUMNS)
-                      + f" | {pixels['valid_pixels']} |", ""]
-    else:
-        lines += ["No depth ground truth was evaluated.", ""]
+                  "| " + " | ".join(format_value(pixels[key]) for key, _, _ in DEPTH_COLUMNS)
+                  + f" | {pixels['valid_pixels']} |", ""]
+    return lines
+
+
+def segmentation_section(report: dict) -> list[str]:
+    """"## Segmentation": pixel accuracy, mIoU and each class's IoU."""
+    from dpt_ros.labels import class_name
 
     lines += online_alignment_section(report)
 
     segmentation = report.get("segmentation")
-    lines += ["## Segmentation", ""]
-    if segmentation:
-        lines += ["| Pixel accuracy | mIoU | classes | pixels |", "|---|---|---|---|",
-                  f"| {_fmt(segmentation['pixel_accuracy'])} | {_fmt(segmentation['mean_iou'])} "
-                  f"| {len(segmentation['per_class_iou'])} | {segmentation['evaluated_pixels']} |",
-                  "", "| Class | IoU |", "|---|---|"]
-        per_class = sorted(segmentation["per_class_iou"].items(), key=lambda kv: -kv[1])
-        lines += [f"| {int(c)} {class_name(int(c))} | {_fmt(iou)} |" for c, iou in per_class]
-        lines.append("")
-    else:
-        lines += ["No segmentation ground truth was evaluated.", ""]
+    lines = ["## Segmentation", ""]
+    if not segmentation:
+        return lines + ["No segmentation ground truth was evaluated.", ""]
+    lines += ["| Pixel accuracy | mIoU | classes | pixels |", "|---|---|---|---|",
+              f"| {format_value(segmentation['pixel_accuracy'])} | {format_value(segmentation['mean_iou'])} "
+              f"| {len(segmentation['per_class_iou'])} | {segmentation['evaluated_pixels']} |",
+              "", "| Class | IoU |", "|---|---|"]
+    per_class = sorted(segmentation["per_class_iou"].items(), key=lambda kv: -kv[1])
+    lines += [f"| {int(c)} {class_name(int(c))} | {format_value(iou)} |" for c, iou in per_class]
+    return lines + [""]
 
-    lines += ["## Timing", "", "| Stage | mean ms/frame |", "|---|---|"]
-    for stage, value in (timing.get("mean_ms_per_frame") or {}).items():
-        lines.append(f"| {stage.removesuffix('_ms')} | {_fmt(value, 2)} |")
-    lines += ["", f"Wall time {_fmt(timing.get('wall_s'), 2)} s, "
-              f"{_fmt(timing.get('frames_per_second'), 2)} frames/s.", ""]
 
-    if report.get("output_topics"):
-        lines += ["## Output bag", "", f"`{config.get('output_bag')}`", "",
-                  "| Topic | Messages |", "|---|---|"]
-        lines += [f"| `{t}` | {n} |" for t, n in report["output_topics"].items()]
-        lines.append("")
-    if report.get("warnings"):
-        lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
+def plots_and_versions(report: dict) -> list[str]:
+    lines = []
     if report.get("plots"):
         lines += ["## Plots", ""] + [f"![{name}]({path})" for name, path in report["plots"].items()]
         lines.append("")
     versions = report.get("versions", {})
-    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    return "\n".join(lines)
+    return lines + ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
 
 
 def online_alignment_section(report: dict) -> list[str]:
@@ -275,7 +293,7 @@ def _plot_depth_curves(frames: list[dict], path: Path) -> Path:
     accuracy.set_xlabel("frame")
     accuracy.legend(loc="lower right", fontsize="small")
     fig.suptitle("Depth metrics per frame")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_segmentation_curves(frames: list[dict], path: Path) -> Path:
@@ -292,10 +310,10 @@ def _plot_segmentation_curves(frames: list[dict], path: Path) -> Path:
     axis.set_xlabel("frame")
     axis.legend(loc="lower right", fontsize="small")
     fig.suptitle("Segmentation metrics per frame")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _plot_error_vs_depth(histogram: dict, path: Path) -> Path:
+def plot_error_vs_depth(histogram: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     edges = np.asarray(histogram["edges_m"])
@@ -309,7 +327,7 @@ def _plot_error_vs_depth(histogram: dict, path: Path) -> Path:
     bottom.set_ylabel("pixels")
     bottom.set_xlabel("ground-truth depth (m)")
     fig.suptitle("Error vs ground-truth depth")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_samples(samples: list[dict], path: Path, min_depth: float, max_depth: float) -> Path:
@@ -340,7 +358,7 @@ def _plot_samples(samples: list[dict], path: Path, min_depth: float, max_depth: 
             axis.set_title(title, fontsize="medium")
             if kind == "scalar":
                 fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.02)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _has_output(sample: dict, kind: str) -> bool:
@@ -387,7 +405,7 @@ def _depth_range(arrays, min_depth: float, max_depth: float) -> tuple[float, flo
     return float(low), float(high if high > low else low + 1e-6)
 
 
-def _plot_confusion(confusion, path: Path) -> Path:
+def plot_confusion(confusion, path: Path) -> Path:
     """Row-normalized confusion matrix over the most frequent ground-truth/predicted classes."""
     import matplotlib.pyplot as plt
 
@@ -411,10 +429,10 @@ def _plot_confusion(confusion, path: Path) -> Path:
     fig.colorbar(image, ax=axis, fraction=0.046, label="fraction of ground-truth pixels")
     axis.set_title("Confusion matrix (rows normalized)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.savefig(path, dpi=80)

@@ -12,7 +12,6 @@ each frame's scale and shift come between the two, as in dpt_node.
 from __future__ import annotations
 
 import collections
-import math
 import signal
 import sys
 import time
@@ -92,6 +91,12 @@ class InputTopics:
         copy = [c for topic in config.copy_topics for c in bag_io.require_topic(reader, topic)]
         return cls(image=image, image_compressed=image[0].msgtype == bag_io.COMPRESSED_IMAGE_TYPE,
                    copy=copy, **optional)
+
+
+def frames_to_select(available: int, config: EvaluationConfig) -> int:
+    """How many of ``available`` images a run selects (--stride, --max-frames)."""
+    selected = -(-available // config.stride)
+    return min(selected, config.max_frames) if config.max_frames else selected
 
 
 def selection_start_ns(reader, config: EvaluationConfig) -> int:
@@ -208,8 +213,7 @@ class Evaluation:
         if available <= 0:  # a start offset (or no per-topic counts): count what is left
             available = sum(1 for _ in self.reader.messages(connections=self.topics.image,
                                                             start=selection_start_ns(self.reader, self.config)))
-        selected = -(-available // self.config.stride)
-        return min(selected, self.config.max_frames) if self.config.max_frames else selected
+        return frames_to_select(available, self.config)
 
     def choose_samples(self, total: int) -> None:
         """Frames shown in the report: spread evenly over the run."""
@@ -603,7 +607,6 @@ class Evaluation:
         timing["frames_per_second"] = processed / self.wall_s if self.wall_s > 0 else None
         timing["mean_ms_per_frame"] = {
             k: (v / processed if processed else None) for k, v in self.timing.items()}
-        shown = self.histogram.over_data()
         summary = {
             "outcome": self.outcome(),
             "interrupted": self.interrupted,
@@ -615,10 +618,7 @@ class Evaluation:
             "depth": frame_mean.as_dict() if frame_mean else None,
             "depth_pixel_weighted": pixel_mean.as_dict() if pixel_mean else None,
             "segmentation": segmentation.as_dict() if segmentation else None,
-            "depth_error_histogram": {"edges_m": shown.edges.tolist(), "pixels": shown.counts.tolist(),
-                                      "mean_abs_rel": [None if math.isnan(v) else float(v)
-                                                       for v in shown.mean_abs_rel()]}
-            if self.counts["depth_evaluated"] else None,
+            "depth_error_histogram": self.histogram.shown_json() if self.counts["depth_evaluated"] else None,
             "sums": {"depth": self.depth_sums.to_json(),
                      "depth_error_histogram": self.histogram.to_json(),
                      "confusion_matrix": self.confusion.to_json()},
@@ -667,15 +667,27 @@ def versions() -> dict:
     return found
 
 
-def evaluate(config: EvaluationConfig, engine=None, after_frame=None) -> dict:
+def checked_input(reader, typestore, config: EvaluationConfig) -> InputTopics:
+    """The bag's topics for ``config``, checked as a run checks them before any work: present with
+    their types, copyable, and a first image that can be decoded (BagError, EvaluationError)."""
+    topics = InputTopics.resolve(reader, config)
+    bag_io.check_copyable(topics.copy, typestore)
+    refuse_unsupported_encoding(reader, topics, typestore, config)
+    check_align_topics(reader, topics, typestore, config)
+    return topics
+
+
+def evaluate(config: EvaluationConfig, engine=None, after_frame=None, engine_warnings=()) -> dict:
     """Run one evaluation and write its outputs; returns the report dictionary (report.json).
 
     Before any work (before the model is built) this raises EvaluationError or bag_io.BagError
     for a configuration or input that cannot work: invalid settings, an unreadable bag, missing
     topics, unwritable output locations, an image encoding that cannot be decoded; then
     dpt_ros.model_config.ModelLoadError if the model cannot be built.  ``engine`` replaces the
-    model (tests); ``after_frame(record)`` is called after each frame.  A run that processed no
-    frame returns a report whose "outcome" says so.
+    model (tests, and evaluate_bags' workers, which load one model for many bags) and
+    ``engine_warnings`` are the warnings given when it was built (kept in the report);
+    ``after_frame(record)`` is called after each frame.  A run that processed no frame returns a
+    report whose "outcome" says so.
     """
     from dpt_ros.model_config import build_engine, describe_compile
 
@@ -684,12 +696,9 @@ def evaluate(config: EvaluationConfig, engine=None, after_frame=None) -> dict:
     typestore, has_our_types = bag_io.make_typestore()
     reader = bag_io.open_reader(config.input_bag)
     try:
-        topics = InputTopics.resolve(reader, config)
-        bag_io.check_copyable(topics.copy, typestore)
+        topics = checked_input(reader, typestore, config)
         config.check_output_locations()
-        refuse_unsupported_encoding(reader, topics, typestore, config)
-        check_align_topics(reader, topics, typestore, config)
-        warnings: list[str] = []
+        warnings: list[str] = list(engine_warnings)
         if engine is None:
             def warn(message: str) -> None:
                 print(f"evaluate_bag: warning: {message}", file=sys.stderr)
