@@ -310,3 +310,36 @@ def test_two_runs_cannot_write_one_output_folder(tmp_path, capsys):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds it
         line = _refused(capsys, bag, "--image-topic", IMAGE_TOPIC, "--output-dir", tmp_path / "out")
     assert f"another evaluate_bags run is writing to {tmp_path / 'out'}" in line
+
+
+def test_fleet_online_alignment_rows_are_the_bags_rows_added_up(tmp_path):
+    """With online alignment (simulated sparse depth) each bag's report has the online, oracle and
+    no-alignment rows; the fleet's rows weigh every scored frame of every bag the same, and count
+    the frames a row could not score, by reason, over all bags."""
+    out = tmp_path / "out"
+    args = ("--image-topic", IMAGE_TOPIC, "--gt-depth-topic", "/gt/depth", "--variant", "dpt_hybrid_kitti",
+            "--max-depth", "4.3", "--simulate-sparse", "points:300,seed=3", "--no-progress")
+    outcomes, reports = [], []
+    for name, frames, factor in (("near", 2, 0.9), ("far", 4, 0.7)):
+        bag = write_bag(tmp_path / name, "mcap", frames)
+        config = cli.config_from_args(cli.build_parser().parse_args([str(bag), *args, "--report-dir",
+                                                                     str(out / name)]))
+        reports.append(evaluate(config, engine=SceneReadingEngine("metric_depth", factor=factor)))
+        outcomes.append(BagOutcome(BagInput(bag, name, 1, 1), DONE, NEW, evaluated=True))
+    report, merged = build_fleet_report(outcomes, out, {"configuration": {}})
+
+    for row in ("online", "oracle", "none"):
+        bag_rows = [bag_report["depth_rows"][row] for bag_report in reports]
+        fleet_row = report["depth_rows"][row]
+        assert fleet_row["frames"] == sum(r["frames"] for r in bag_rows) > 0
+        expected = sum(r["frames"] * r["depth"]["abs_rel"] for r in bag_rows) / fleet_row["frames"]
+        assert fleet_row["depth"]["abs_rel"] == pytest.approx(expected, rel=1e-9)
+        unscored = {}
+        for r in bag_rows:
+            for reason, count in r["unscored_frames"].items():
+                unscored[reason] = unscored.get(reason, 0) + count
+        assert fleet_row["unscored_frames"] == unscored
+    # No alignment is the model's own metres, 10 % and 30 % too near.
+    assert report["depth_rows"]["none"]["depth"]["abs_rel"] == pytest.approx((2 * 0.1 + 4 * 0.3) / 6, rel=1e-6)
+    write_fleet_report(report, merged, out)
+    assert "### Depth with online alignment" in (out / "report.md").read_text()

@@ -14,8 +14,10 @@ from pathlib import Path
 from dpt_ros.evaluation.fleet_inputs import BagInput
 from dpt_ros.evaluation.manifest import DONE, FAILED, INTERRUPTED, PER_BAG_REPORT
 from dpt_ros.evaluation.metrics import ConfusionMatrix, DepthErrorHistogram, DepthMetricSums
+from dpt_ros.evaluation.online_alignment import ROW_NONE, DepthRows
 from dpt_ros.evaluation.report import (
     DEPTH_COLUMNS,
+    depth_rows_table,
     depth_section,
     format_value,
     plot_confusion,
@@ -53,7 +55,7 @@ def build_fleet_report(outcomes: list[BagOutcome], output_dir: Path, head: dict)
 
     ``head`` holds what the run knows beyond the bags (configuration, input, timing, ray ...) and
     is placed first.  Each done bag's report.json is read back from its folder."""
-    depth = histogram = confusion = engine = None
+    depth = histogram = confusion = engine = depth_rows = None
     rows, failures = [], []
     counts: dict[str, int] = {}
     for outcome in outcomes:
@@ -67,6 +69,11 @@ def build_fleet_report(outcomes: list[BagOutcome], output_dir: Path, head: dict)
             depth = _merged(depth, DepthMetricSums.from_json(sums["depth"]))
             histogram = _merged(histogram, DepthErrorHistogram.from_json(sums["depth_error_histogram"]))
             confusion = _merged(confusion, ConfusionMatrix.from_json(sums["confusion_matrix"]))
+            if sums.get("depth_rows"):  # online alignment: its rows add up like the other sums
+                if depth_rows is None:
+                    none_row = report["depth_rows"][ROW_NONE]
+                    depth_rows = DepthRows(None if none_row["metric"] else none_row["note"])
+                depth_rows.merge_sums_json(sums["depth_rows"])
             for key, value in report["counts"].items():
                 counts[key] = counts.get(key, 0) + value
         elif outcome.state == FAILED:
@@ -96,9 +103,11 @@ def build_fleet_report(outcomes: list[BagOutcome], output_dir: Path, head: dict)
         "depth_pixel_weighted": pixel_mean.as_dict() if pixel_mean else None,
         "segmentation": segmentation.as_dict() if segmentation else None,
         "depth_error_histogram": histogram.shown_json() if histogram and histogram.counts.any() else None,
+        "depth_rows": depth_rows.summary() if depth_rows else None,
         "sums": {"depth": depth.to_json() if depth else None,
                  "depth_error_histogram": histogram.to_json() if histogram else None,
-                 "confusion_matrix": confusion.to_json() if confusion else None},
+                 "confusion_matrix": confusion.to_json() if confusion else None,
+                 **({"depth_rows": depth_rows.sums_json()} if depth_rows else {})},
         "ranking": ranking,
         "per_bag": done + rest,
         "failures": failures,
@@ -199,6 +208,8 @@ def render_fleet_markdown(report: dict) -> str:
     lines += ["## Overall", "", "Over every frame (or pixel) of the done bags, as if they were one recording.", ""]
     lines += [("#" + line) if line.startswith("## ") else line
               for line in depth_section(report) + segmentation_section(report)]
+    if report.get("depth_rows"):
+        lines += ["### Depth with online alignment", ""] + depth_rows_table(report["depth_rows"])
     lines += _per_bag_table(report)
     timing = report.get("timing", {})
     lines += ["## Timing", "", "| | |", "|---|---|",

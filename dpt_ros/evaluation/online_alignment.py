@@ -231,6 +231,12 @@ class DepthRows:
                          "depth_pixel_weighted": pixel_mean.as_dict() if pixel_mean else None}
         return rows
 
+    def merge_sums_json(self, data: dict) -> None:
+        """Add another run's "sums.depth_rows" (another bag of a fleet evaluated the same way)."""
+        for row, sums in data.items():
+            if sums is not None:
+                self.sums[row].merge(DepthRowSums.from_json(sums))
+
     def sums_json(self) -> dict:
         """report.json's "sums.depth_rows" (DepthRowSums.from_json and merge add them up across bags;
         the none row is None for a model that is not metric)."""

@@ -107,7 +107,7 @@ def render_markdown(report: dict) -> str:
         lines += [f"| {count} | {reason} |" for reason, count in report["undecodable_reasons"].items()]
         lines.append("")
 
-    lines += depth_section(report) + segmentation_section(report)
+    lines += depth_section(report) + online_alignment_section(report) + segmentation_section(report)
 
     lines += ["## Timing", "", "| Stage | mean ms/frame |", "|---|---|"]
     for stage, value in (timing.get("mean_ms_per_frame") or {}).items():
@@ -185,8 +185,6 @@ def segmentation_section(report: dict) -> list[str]:
     """"## Segmentation": pixel accuracy, mIoU and each class's IoU."""
     from dpt_ros.labels import class_name
 
-    lines += online_alignment_section(report)
-
     segmentation = report.get("segmentation")
     lines = ["## Segmentation", ""]
     if not segmentation:
@@ -222,10 +220,15 @@ def online_alignment_section(report: dict) -> list[str]:
             "posed by the extrinsic and projected"
         source = f"`{online['topic']}` ({online['source']}, {how}; {online['messages']} messages)"
     states = ", ".join(f"{state} {count}" for state, count in sorted(online["states"].items(), key=lambda i: -i[1]))
-    lines = ["## Depth with online alignment", "",
-             f"Sparse depth: {source}; mode {online['parameters']['alignment.mode']}. Usable alignment at "
-             f"{online['frames_usable']} of {online['frames']} frames ({states or 'none'}).", "",
-             "| Depth | " + " | ".join(title for _, title, _ in DEPTH_COLUMNS) + " | frames | frames not scored |",
+    return ["## Depth with online alignment", "",
+            f"Sparse depth: {source}; mode {online['parameters']['alignment.mode']}. Usable alignment at "
+            f"{online['frames_usable']} of {online['frames']} frames ({states or 'none'}).", ""] + depth_rows_table(rows)
+
+
+def depth_rows_table(rows: dict) -> list[str]:
+    """The online-aligned, per-frame oracle and no-alignment rows (report.json "depth_rows") as a
+    table with its notes (a run's report and the fleet report alike)."""
+    lines = ["| Depth | " + " | ".join(title for _, title, _ in DEPTH_COLUMNS) + " | frames | frames not scored |",
              "|---|" + "---|" * (len(DEPTH_COLUMNS) + 2)]
     notes = []
     for row in rows.values():
@@ -236,7 +239,7 @@ def online_alignment_section(report: dict) -> list[str]:
             continue
         depth = row["depth"] or {}
         unscored = "; ".join(f"{count} {reason}" for reason, count in row["unscored_frames"].items())
-        lines.append(f"| {row['title']} | " + " | ".join(_fmt(depth.get(key)) for key, _, _ in DEPTH_COLUMNS)
+        lines.append(f"| {row['title']} | " + " | ".join(format_value(depth.get(key)) for key, _, _ in DEPTH_COLUMNS)
                      + f" | {row['frames']} | {unscored or '0'} |")
     lines += ["", "Mean over the frames each row scored. Online-aligned frames are those whose alignment was usable "
               "(the frames dpt_node publishes depth/image for); the oracle fits each frame's own scale and shift to "
@@ -273,7 +276,7 @@ def _plot_online_alignment(frames: list[dict], rows: dict, path: Path) -> Path:
     states.set_ylim(-0.5, len(names) - 0.5)
     states.set_xlabel("frame")
     fig.suptitle("Online alignment per frame")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_depth_curves(frames: list[dict], path: Path) -> Path:
