@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import dpt_ros.inference as inference
 from dpt_ros.inference import InferenceEngine, network_size, resized_argmax, resolve_device
+from dpt_ros.resize_rules import DPT_RESIZE
 
 ADE20K_CLASSES = 150
 
@@ -373,8 +374,9 @@ def test_cuda_matches_cpu(precision):
 # exercised without building real variants; then once end to end with the real dpt_tiny.
 # ---------------------------------------------------------------------------------------------
 class StandInTaskSpec:
-    def __init__(self, input_size, output_kind, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+    def __init__(self, input_size, output_kind, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize=DPT_RESIZE):
         self.input_size, self.output_kind, self.mean, self.std = input_size, output_kind, mean, std
+        self.resize = resize
 
 
 class StandInVariantSpec:
