@@ -30,8 +30,9 @@ from .metrics import (
     valid_depth_mask,
 )
 
-# Depth ranges of the usual benchmarks (metres): KITTI (Eigen split) and NYU Depth v2.
-PRESETS = {"kitti": (1e-3, 80.0), "nyu": (1e-3, 10.0)}
+# Depth ranges of the usual benchmarks (metres): KITTI (Eigen split) and NYU Depth v2 (DPT's metric
+# models), Hypersim and Virtual KITTI 2 (Depth Anything V2's metric models: their max_depth).
+PRESETS = {"kitti": (1e-3, 80.0), "nyu": (1e-3, 10.0), "hypersim": (1e-3, 20.0), "vkitti": (1e-3, 80.0)}
 DEFAULT_DEPTH_RANGE = PRESETS["kitti"]
 NUM_SAMPLES = 4
 

@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--preset", choices=sorted(PRESETS),
-                            help="depth range of a benchmark: kitti 1e-3..80 m, nyu 1e-3..10 m "
-                            "(default: the metric variant's own benchmark, else 1e-3..80 m)")
+                            help="depth range of a benchmark: "
+                            + ", ".join(f"{name} {low:g}..{high:g} m" for name, (low, high) in PRESETS.items())
+                            + " (default: the metric variant's own benchmark, else 1e-3..80 m)")
     evaluation.add_argument("--min-depth", type=float, help="metres (overrides the preset)")
     evaluation.add_argument("--max-depth", type=float, help="metres (overrides the preset)")
     evaluation.add_argument("--alignment", choices=("auto", "none", "scale-shift"), default="auto",
@@ -168,11 +169,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _preset_of_variant(variant: str) -> str | None:
-    """Metric variants are evaluated on the range of the benchmark they were trained for."""
-    for name in PRESETS:
-        if variant.endswith("_" + name):
-            return name
-    return None
+    """Metric variants are evaluated on the range of the benchmark they were trained for, which
+    their name says (dpt_hybrid_kitti, depth_anything_v2_metric_hypersim_vits, ...)."""
+    words = variant.split("_")
+    return next((name for name in PRESETS if name in words), None)
 
 
 def _terminate_as_interrupt(signum, frame):
