@@ -283,7 +283,8 @@ class InferenceEngine:
             tuple(segmentation_spec.mean) != tuple(depth_spec.mean)
             or tuple(segmentation_spec.std) != tuple(depth_spec.std)
         ):
-            # Different normalization per task (not the case for the official variants).
+            # Different normalization per task: Depth Anything V2's depth (ImageNet mean/std) with a
+            # DPT segmentation model (0.5/0.5).
             runner = engine._tasks["segmentation"]
             engine._tasks["segmentation"] = engine._make_runner(
                 "segmentation", runner.model, runner.input_size, runner.resize, segmentation_spec.mean,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import transformers  # noqa: F401  (test-only reference, in requirements.txt: missing it must fail, not skip)
 
 from dpt_ros.inference import InferenceEngine
+from test_inference import ContractDepthNet, smooth_image
 from dpt_ros.model import (
     DPT,
     VARIANTS,
@@ -329,13 +330,16 @@ def test_large_structure_parity_with_transformers_at_518(name, tmp_path):
 
 @pytest.mark.parametrize("output", ["relative_inverse_depth", "metric_depth"])
 def test_tiny_parity_with_transformers_at_the_trained_grid(output, tmp_path):
+    """Batch of 3 at 70 x 70; the hub directory written for transformers loads into ours too."""
     spec = tiny_depth_anything(output)
     ours = build_model(spec, seed=1)
     reference = transformers_depth_anything(ours, tmp_path / "hub")
+    from_hub_directory = build_model(spec, weights=str(tmp_path / "hub"))
     x = torch.randn(3, 3, 70, 70, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = reference(pixel_values=x).predicted_depth
         assert (ours(x) - expected).abs().max() <= TOLERANCE * expected.abs().max()
+        assert torch.equal(from_hub_directory(x), ours(x))
 
 
 # --- the position embedding and odd, non-square grids ----------------------------------------
@@ -457,30 +461,12 @@ def test_network_size_lower_bound_rule(height, width, input_size, expected):
     assert network_size(height, width, input_size, DEPTH_ANYTHING_RESIZE) == expected
 
 
-class ContractDepthNet14(torch.nn.Module):
-    """(B, 3, H, W) -> (B, H, W), H and W multiples of 14 (Depth Anything V2's forward contract)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GELU(),
-                                        torch.nn.Conv2d(8, 1, 3, padding=1))
-
-    def forward(self, x):
-        assert x.shape[-2] % 14 == 0 and x.shape[-1] % 14 == 0
-        return self.body(x)[:, 0]
-
-
 @pytest.fixture
 def engine14():
-    return InferenceEngine(ContractDepthNet14(), device="cpu", depth_input_size=518, depth_resize=DEPTH_ANYTHING_RESIZE,
-                           mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
-def smooth_image(height, width, seed=0):
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    """An engine with Depth Anything V2's pre-processing around a stand-in that checks the
+    forward contract (sides multiples of 14)."""
+    return InferenceEngine(ContractDepthNet(multiple=14), device="cpu", depth_input_size=518,
+                           depth_resize=DEPTH_ANYTHING_RESIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 @pytest.mark.parametrize("height, width", [(240, 320), (480, 640), (1080, 1920)])
@@ -565,7 +551,14 @@ def test_segmentation_for_a_depth_anything_variant_is_none_or_a_clear_error():
                          tasks=("depth", "segmentation"), segmentation_variant="dpt_tiny", segmentation_weights="")
     engine = build_engine(paired, warn=lambda text: None)
     assert engine.tasks == ("depth", "segmentation")
-    # each task keeps its own resize rule: Depth Anything's for depth, DPT's for segmentation
+    # each task keeps its own resize rule and normalisation: Depth Anything's for depth, DPT's for
+    # segmentation
+    image = smooth_image(70, 98)
+    np.testing.assert_allclose(engine.preprocess(image, "depth")[0].permute(1, 2, 0).numpy(),
+                               (image / 255.0 - IMAGENET_MEAN) / IMAGENET_STD, rtol=0, atol=1e-5)
+    image = smooth_image(96, 128)
+    np.testing.assert_allclose(engine.preprocess(image, "segmentation")[0].permute(1, 2, 0).numpy(),
+                               (image / 255.0 - 0.5) / 0.5, rtol=0, atol=1e-5)
     assert engine.network_size(48, 64, "depth") == (70, 98)
     assert engine.network_size(48, 64, "segmentation") == (96, 128)  # minimal rule: factor 2 (width) is nearer 1
 

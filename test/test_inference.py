@@ -13,21 +13,23 @@ ADE20K_CLASSES = 150
 
 
 class ContractDepthNet(torch.nn.Module):
-    """Small stand-in following the depth forward contract: (B,3,H,W) -> (B,H,W).
+    """Small stand-in following the depth forward contract: (B,3,H,W) -> (B,H,W), H and W
+    multiples of ``multiple`` (32 for DPT, 14 for Depth Anything V2).
 
     Records the input shape of every forward so tests can count batches.
     """
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, multiple=32):
         super().__init__()
         torch.manual_seed(seed)
         self.body = torch.nn.Sequential(
             torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(8, 1, 3, padding=1)
         )
+        self.multiple = multiple
         self.calls = []
 
     def forward(self, x):
-        assert x.shape[-2] % 32 == 0 and x.shape[-1] % 32 == 0
+        assert x.shape[-2] % self.multiple == 0 and x.shape[-1] % self.multiple == 0
         self.calls.append(tuple(x.shape))
         return self.body(x)[:, 0]
 

@@ -129,13 +129,12 @@ def _depth_anything_original_rules(spec: ModelSpec) -> List[_Rule]:
 def _original_rules(spec: ModelSpec) -> List[_Rule]:
     if spec.is_depth_anything:
         return _depth_anything_original_rules(spec)
-    stage = _stage
     return [
         _rule(r"backbone\.vit\.", "pretrained.model."),
         _rule(r"reassemble\.stages\.(\d)\.readout\.linear\.",
-              lambda m: f"pretrained.act_postprocess{stage(m)}.0.project.0."),
-        _rule(r"reassemble\.stages\.(\d)\.projection\.", lambda m: f"pretrained.act_postprocess{stage(m)}.3."),
-        _rule(r"reassemble\.stages\.(\d)\.resample\.", lambda m: f"pretrained.act_postprocess{stage(m)}.4."),
+              lambda m: f"pretrained.act_postprocess{_stage(m)}.0.project.0."),
+        _rule(r"reassemble\.stages\.(\d)\.projection\.", lambda m: f"pretrained.act_postprocess{_stage(m)}.3."),
+        _rule(r"reassemble\.stages\.(\d)\.resample\.", lambda m: f"pretrained.act_postprocess{_stage(m)}.4."),
         *_original_fusion_rules("scratch."),
         _rule(r"head\.conv1\.", "scratch.output_conv.0."),
         _rule(r"head\.conv2\.", "scratch.output_conv.2."),
