@@ -141,8 +141,8 @@ def reference_official_shapes(spec):
             for conv in ("conv1", "conv2"):
                 shapes[f"{block}{unit}.{conv}.weight"] = (features, features, 3, 3)
                 shapes[f"{block}{unit}.{conv}.bias"] = (features,)
-    for name, shape in (("output_conv1", (features // 2, features, 3, 3)), ("output_conv2.0", (32, features // 2, 3, 3)),
-                        ("output_conv2.2", (1, 32, 1, 1))):
+    for name, shape in (("output_conv1", (features // 2, features, 3, 3)),
+                        ("output_conv2.0", (32, features // 2, 3, 3)), ("output_conv2.2", (1, 32, 1, 1))):
         shapes[f"{head}scratch.{name}.weight"] = shape
         shapes[f"{head}scratch.{name}.bias"] = (shape[0],)
     return shapes
@@ -164,7 +164,8 @@ def test_official_layout_has_the_published_keys_and_shapes(name):
 
 def random_official_checkpoint(spec, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return {key: torch.randn(shape, generator=generator) * 0.1 for key, shape in reference_official_shapes(spec).items()}
+    shapes = reference_official_shapes(spec)
+    return {key: torch.randn(shape, generator=generator) * 0.1 for key, shape in shapes.items()}
 
 
 @pytest.mark.parametrize("spec", [VARIANTS["depth_anything_v2_metric_hypersim_vits"].model("depth"),
@@ -206,7 +207,8 @@ def test_wrong_size_checkpoint_names_the_offending_keys():
     assert "missing" not in message and "unexpected" not in message
     # a Large checkpoint has 12 more blocks as well
     large = VARIANTS["depth_anything_v2_vitl"].model("depth")
-    large_checkpoint = {key: torch.empty(shape, device="meta") for key, shape in reference_official_shapes(large).items()}
+    large_checkpoint = {key: torch.empty(shape, device="meta")
+                        for key, shape in reference_official_shapes(large).items()}
     message = _layout_error(model, large_checkpoint)
     assert "168 unexpected: pretrained.blocks.12.norm1.weight" in message
 

@@ -171,7 +171,8 @@ def _hf_neck_rules(spec: ModelSpec) -> List[_Rule]:
 def _hf_attention_rules(block: str, layer: str) -> List[_Rule]:
     """timm's fused qkv and output projection -> the hub's query/key/value and attention.output.dense."""
     return [
-        _rule(block + r"attn\.qkv\.", tuple(layer + f"attention.attention.{part}." for part in ("query", "key", "value"))),
+        _rule(block + r"attn\.qkv\.",
+              tuple(layer + f"attention.attention.{part}." for part in ("query", "key", "value"))),
         _rule(block + r"attn\.proj\.", layer + "attention.output.dense."),
     ]
 

@@ -399,8 +399,9 @@ def _depth_anything_variants():
             yield VariantSpec(
                 name=name,
                 backbone=backbone,
-                tasks={DEPTH: _depth_anything(METRIC_DEPTH, max_depth, f"Depth-Anything-V2-Metric-{hub_infix}-{size_name}",
-                                              f"{name}.pth", DEPTH_ANYTHING_SHA256.get(f"{name}.pth"), licence)},
+                tasks={DEPTH: _depth_anything(METRIC_DEPTH, max_depth,
+                                              f"Depth-Anything-V2-Metric-{hub_infix}-{size_name}", f"{name}.pth",
+                                              DEPTH_ANYTHING_SHA256.get(f"{name}.pth"), licence)},
                 features=features,
                 readout="ignore",
                 description=f"Depth Anything V2 {size_name} fine-tuned for metric depth {what}; weights {licence}",
