@@ -123,10 +123,8 @@ def scene(height: int, width: int, seed: int) -> np.ndarray:
 
 def tasks_of(variant: str) -> tuple[tuple[str, ...], str | None]:
     """(tasks, segmentation variant): both when some segmentation model shares the backbone."""
-    try:
-        return ("depth", "segmentation"), segmentation_variant_for(variant)
-    except ValueError:
-        return ("depth",), None
+    segmentation_variant = segmentation_variant_for(variant)
+    return (("depth",), None) if segmentation_variant is None else (("depth", "segmentation"), segmentation_variant)
 
 
 def timed(fn, runs: int, warmup: int) -> list[float]:

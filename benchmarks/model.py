@@ -3,7 +3,11 @@
 For each variant and task, our network is built with random weights (``build_model(...,
 weights=None, seed=...)``: every tensor randomized, outputs of order one), exported with
 ``to_hf_state_dict`` and loaded strictly into ``DPTForDepthEstimation`` /
-``DPTForSemanticSegmentation`` configured by the parity tests' ``hf_config_kwargs``.  Both run
+``DPTForSemanticSegmentation`` configured by the parity tests' ``hf_config_kwargs``; a Depth
+Anything V2 variant is compared with ``DepthAnythingForDepthEstimation``, loaded with
+``from_pretrained`` from our export written as a hub directory (``dpt_ros.model.testing.
+transformers_depth_anything``), at its own network size 518 by default (there transformers and the
+reference resize the position embedding alike).  Both run
 the same input on the same device, under the same ``torch.autocast`` for fp16 / bf16 (weights
 stay fp32), in ``torch.inference_mode``.  Runs alternate (ours, theirs, ours, ...) after a
 warm-up, so drifts of a shared machine hit both sides alike.  Every row also reports
@@ -14,6 +18,7 @@ the same.
     python benchmarks/model.py --variants dpt_tiny --quick   # seconds, a smoke test
     python benchmarks/model.py --device cuda --precisions bf16 --batches 1 --runs 100
     python benchmarks/model.py --device cuda --compile cuda_graph   # ours through CUDA-graph replay
+    python benchmarks/model.py --variants depth_anything_v2_vits,depth_anything_v2_vitb   # at 518x518
 
 Ours runs through ``dpt_ros.model_runner.ModelRunner``, the object InferenceEngine runs the model
 with, in the ``--compile`` mode (eager, torch_compile, cuda_graph); the first call of a
@@ -51,6 +56,8 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 DEFAULT_PEAK_TFLOPS = 800.0
 # Fewest timed runs per side when --row-budget-s cuts a row short.
 MIN_RUNS = 3
+# Default input side of DPT variants (DPT-Large/Hybrid's depth network size).
+DPT_SIZE = 384
 
 
 @dataclasses.dataclass
@@ -79,9 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="dpt_large,dpt_hybrid",
-                        help="comma-separated variant names (dpt_large, dpt_hybrid, dpt_base, dpt_tiny, ...) or "
-                        "'all' (every variant in dpt_ros.model.VARIANTS; one without a transformers twin is "
-                        "skipped with the reason)")
+                        help="comma-separated variant names (dpt_large, dpt_hybrid, dpt_base, dpt_tiny, "
+                        "depth_anything_v2_vits, ...) or 'all' (every variant in dpt_ros.model.VARIANTS; one "
+                        "without a transformers twin is skipped with the reason)")
     parser.add_argument("--tasks", default="depth", help="comma-separated: depth, segmentation")
     parser.add_argument("--precisions", default=None,
                         help="comma-separated fp32, fp16, bf16 (default: fp32,bf16 on cpu - fp16 is very slow "
@@ -89,7 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,4; --quick: 1)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available, else cpu")
-    parser.add_argument("--size", type=int, default=384, help="square input side, a multiple of 32")
+    parser.add_argument("--size", type=int, default=None,
+                        help="square input side, a multiple of 32 for DPT and 14 for Depth Anything V2 "
+                             f"(default: {DPT_SIZE} for DPT, the variant's network size - 518 - for Depth Anything V2)")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per side (default: cpu 5, cuda 50)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs per side (default: cpu 1, cuda 10)")
     parser.add_argument("--row-budget-s", type=float, default=None,
@@ -131,8 +140,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.warmup = 1 if (args.quick or not on_cuda) else 10
     if args.row_budget_s is None:
         args.row_budget_s = 0.0 if on_cuda else 60.0
-    if args.size % 32 or args.size <= 0:
-        parser.error("--size must be a positive multiple of 32")
+    if args.size is not None and args.size <= 0:
+        parser.error("--size must be positive")
+    for variant in args.variants:
+        for task in args.tasks:
+            try:
+                spec = get_model_spec(variant, task)
+            except ValueError as error:
+                parser.error(str(error))
+            size = input_side(spec, args.size)
+            if size % spec.input_multiple:
+                parser.error(f"--size {size}: {variant} takes multiples of {spec.input_multiple}")
     if args.runs < 1 or args.warmup < 1:
         parser.error("--runs and --warmup must be at least 1 (the warm-up outputs are compared)")
     return args
@@ -143,6 +161,13 @@ def _split(text: str) -> list:
 
 
 # ------------------------------------------------------------------------------------------- models
+def input_side(spec, size) -> int:
+    """``--size``, or by default DPT_SIZE for DPT and the network size (518) for Depth Anything V2."""
+    if size:
+        return size
+    return spec.task.height_width[0] if spec.is_depth_anything else DPT_SIZE
+
+
 def benchmark_spec(variant: str, task: str, size: int):
     """The network spec to benchmark.  transformers' hybrid only runs at its position-embedding
     size, so for another ``--size`` both sides are built with the embedding at that size (the
@@ -179,8 +204,10 @@ def build_pair(spec, seed: int, device: torch.device, hf_attention: str):
     """(ours, theirs): our network with random weights and transformers' with the same weights."""
     from transformers import DPTConfig, DPTForDepthEstimation, DPTForSemanticSegmentation
 
-    hf_config_kwargs = hf_config_helper()
     ours = build_model(spec, weights=None, seed=seed)
+    if spec.is_depth_anything:
+        return ours.to(device), depth_anything_reference(ours, hf_attention).to(device)
+    hf_config_kwargs = hf_config_helper()
     config = DPTConfig(**hf_config_kwargs(spec))
     if hf_attention == "eager":
         # Only when asked: transformers picks sdpa by default where it can, and refuses "sdpa"
@@ -198,6 +225,24 @@ def build_pair(spec, seed: int, device: torch.device, hf_attention: str):
         raise RuntimeError(f"transformers chose attention {theirs.config._attn_implementation!r}, "
                            f"not {hf_attention!r}")
     return ours.to(device), theirs.to(device)
+
+
+def depth_anything_reference(ours, hf_attention: str):
+    """transformers' DepthAnythingForDepthEstimation with ``ours``'s weights, through a hub-style
+    directory and from_pretrained; its Dinov2 backbone runs ``hf_attention`` (sdpa is what
+    from_pretrained picks)."""
+    import tempfile
+
+    from dpt_ros.model.testing import transformers_depth_anything
+
+    with tempfile.TemporaryDirectory(prefix="dpt_ros_bench_") as directory:
+        theirs = transformers_depth_anything(ours, directory)
+    if theirs.backbone.config._attn_implementation != hf_attention:
+        theirs.backbone.set_attn_implementation(hf_attention)
+    if theirs.backbone.config._attn_implementation != hf_attention:
+        raise RuntimeError(f"transformers' backbone runs attention {theirs.backbone.config._attn_implementation!r}, "
+                           f"not {hf_attention!r}")
+    return theirs.requires_grad_(False)
 
 
 def forward_macs(spec, batch: int, size: int) -> float:
@@ -235,10 +280,10 @@ def timed_call(fn, device: torch.device):
     return (time.perf_counter() - started) * 1e3, result
 
 
-def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: torch.device,
+def measure_row(ours, theirs, spec, precision: str, batch: int, size: int, args, device: torch.device,
                 macs_per_image: float, mode: str) -> Row:
     generator = torch.Generator().manual_seed(args.seed + batch)
-    x = torch.randn(batch, 3, args.size, args.size, generator=generator).to(device)
+    x = torch.randn(batch, 3, size, size, generator=generator).to(device)
     dtype = PRECISIONS[precision]
     is_seg = spec.is_segmentation
 
@@ -282,7 +327,7 @@ def measure_row(ours, theirs, spec, precision: str, batch: int, args, device: to
     floor_ms = 2 * gmac * 1e9 / (args.peak_tflops * 1e12) * 1e3
     on_cuda = device.type == "cuda"
     return Row(
-        variant=spec.variant.name, task=spec.task.task, precision=precision, batch=batch, size=args.size,
+        variant=spec.variant.name, task=spec.task.task, precision=precision, batch=batch, size=size,
         ours_p50_ms=ours_p50, ours_p90_ms=percentile(ours_ms, 90),
         theirs_p50_ms=theirs_p50, theirs_p90_ms=percentile(theirs_ms, 90),
         compile_mode=runner.status, speedup=theirs_p50 / ours_p50, max_abs_diff=diff, max_abs_theirs=scale, gmac=gmac,
@@ -316,15 +361,15 @@ def cpu_name() -> str:
 
 
 def table(rows, on_cuda: bool) -> str:
-    headers = ["variant", "task", "prec", "batch", "runs", "ours p50", "ours p90", "theirs p50", "theirs p90",
-               "theirs/ours", "max|diff|", "max|theirs|"]
+    headers = ["variant", "task", "prec", "batch", "runs", "size", "ours p50", "ours p90", "theirs p50",
+               "theirs p90", "theirs/ours", "max|diff|", "max|theirs|"]
     if on_cuda:
         headers += ["GMAC", "floor% ours", "floor% theirs"]
     headers.append("ours ran")
     lines = []
     for r in rows:
-        line = [r.variant, r.task, r.precision, r.batch, len(r.ours_runs_ms), r.ours_p50_ms, r.ours_p90_ms, r.theirs_p50_ms,
-                r.theirs_p90_ms, r.speedup, f"{r.max_abs_diff:.2e}", r.max_abs_theirs]
+        line = [r.variant, r.task, r.precision, r.batch, len(r.ours_runs_ms), r.size, r.ours_p50_ms, r.ours_p90_ms,
+                r.theirs_p50_ms, r.theirs_p90_ms, r.speedup, f"{r.max_abs_diff:.2e}", r.max_abs_theirs]
         if on_cuda:
             line += [r.gmac, 100 * r.ours_floor_fraction, 100 * r.theirs_floor_fraction]
         line.append(r.compile_mode.split(" (")[0] + (" (fell back)" if "fell back" in r.compile_mode else ""))
@@ -353,7 +398,7 @@ def main(argv=None) -> int:
           f"threads, torch {env['torch']}, timm {env['timm']}, transformers {env['transformers']} "
           f"(attention: {args.hf_attention}); ours: compile {', '.join(args.compile)}")
     budget = f" (fewer, >= {MIN_RUNS}, past {args.row_budget_s:g} s a row)" if args.row_budget_s > 0 else ""
-    print(f"# input {args.size}x{args.size}, {args.warmup} warm-up + {args.runs} timed runs per side{budget}, "
+    print(f"# square inputs (size column), {args.warmup} warm-up + {args.runs} timed runs per side{budget}, "
           "alternating; times in ms; theirs/ours > 1 means ours is faster")
     if device.type == "cuda":
         print(f"# floor% = time at {args.peak_tflops:g} TFLOPS for the network's MACs / measured p50")
@@ -364,9 +409,10 @@ def main(argv=None) -> int:
         for task in args.tasks:
             if task not in VARIANTS[variant].tasks:
                 continue
-            spec = benchmark_spec(variant, task, args.size)
-            macs = forward_macs(spec, 1, args.size)
-            print(f"# {spec.name}: {macs:.1f} GMAC per image at {args.size}x{args.size}", flush=True)
+            size = input_side(get_model_spec(variant, task), args.size)
+            spec = benchmark_spec(variant, task, size)
+            macs = forward_macs(spec, 1, size)
+            print(f"# {spec.name}: {macs:.1f} GMAC per image at {size}x{size}", flush=True)
             try:
                 ours, theirs = build_pair(spec, args.seed, device, args.hf_attention)
             except Exception as error:  # e.g. a variant transformers has no twin for
@@ -376,7 +422,7 @@ def main(argv=None) -> int:
             for mode in args.compile:
                 for precision in args.precisions:
                     for batch in args.batches:
-                        row = measure_row(ours, theirs, spec, precision, batch, args, device, macs, mode)
+                        row = measure_row(ours, theirs, spec, precision, batch, size, args, device, macs, mode)
                         rows.append(row)
                         print(f"#   {precision} batch {batch} {row.compile_mode}: ours {row.ours_p50_ms:.1f} ms, "
                               f"theirs {row.theirs_p50_ms:.1f} ms, x{row.speedup:.2f}, max|diff| "

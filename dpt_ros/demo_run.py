@@ -7,7 +7,9 @@ seconds after the first processed frame (loading the model may take minutes on a
 gives up after --startup-timeout) or on Ctrl-C.
 
 Official weights are used when they are cached or can be downloaded; otherwise (offline machine)
-the demo says so loudly and runs the same pipeline with random weights.
+the demo says so loudly and runs the same pipeline with random weights (``--weights ''`` asks for
+them).  ``--variant`` picks the depth model, e.g.
+``make demo DEMO_ARGS="--variant depth_anything_v2_metric_hypersim_vits"``.
 """
 from __future__ import annotations
 
@@ -36,10 +38,15 @@ NAMESPACE = "/demo"
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="dpt_hybrid_nyu", help="depth variant (default: %(default)s)")
-    parser.add_argument("--segmentation-variant", default="dpt_hybrid", help="segmentation variant")
+    parser.add_argument("--variant", default="dpt_hybrid_nyu",
+                        help="depth variant, e.g. dpt_hybrid_nyu or depth_anything_v2_metric_hypersim_vits "
+                             "(metric), dpt_hybrid or depth_anything_v2_vits (relative) (default: %(default)s)")
+    parser.add_argument("--segmentation-variant", default="dpt_hybrid",
+                        help="segmentation variant (Depth Anything V2 has none of its own) (default: %(default)s)")
     parser.add_argument("--tasks", default="both", choices=("depth", "segmentation", "both"))
-    parser.add_argument("--weights", default="auto", help="'auto' (official, if reachable) or a path/URL")
+    parser.add_argument("--weights", default="auto",
+                        help="'auto' (official if cached or reachable, else random weights), '' (random weights) "
+                             "or a path/URL")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--input-size", type=int, default=None,
@@ -56,7 +63,22 @@ def parse_args(argv):
     parser.add_argument("--startup-timeout", type=float, default=600.0,
                         help="seconds to wait for the first processed frame (model loading) before giving up")
     parser.add_argument("--output", type=Path, default=Path("output/demo"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    from dpt_ros.model import VARIANTS
+
+    for name in (args.variant, args.segmentation_variant):
+        if name not in VARIANTS:  # here, not as a dpt_node start-up failure in its log
+            parser.error(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    return args
+
+
+def predicts_metric_depth(variant: str) -> bool:
+    """Whether ``variant``'s depth model gives metres by itself (DPT's KITTI/NYU models, Depth
+    Anything V2's metric ones); relative models need --depth-scale for depth/image and points."""
+    from dpt_ros.model import VARIANTS
+
+    depth = VARIANTS[variant].tasks.get("depth")
+    return depth is not None and depth.is_metric
 
 
 def official_weights_reachable(variants: list[str], tasks: tuple[str, ...]) -> bool:
@@ -66,12 +88,12 @@ def official_weights_reachable(variants: list[str], tasks: tuple[str, ...]) -> b
     from dpt_ros.model.weights_source import download_checkpoint
 
     for variant, task in zip(variants, tasks):
-        url = VARIANTS[variant].tasks[task].checkpoint_url
-        if url is None:
+        spec = VARIANTS[variant].tasks[task]
+        if spec.checkpoint_url is None:
             print(f"[demo] {variant} has no official {task} checkpoint", flush=True)
             return False
         try:
-            download_checkpoint(url)
+            download_checkpoint(spec.checkpoint_url, expected_sha256_prefix=spec.sha256_prefix)
         except WeightsError as error:
             print(f"[demo] {error}", flush=True)
             return False
@@ -164,8 +186,11 @@ def main(argv=None) -> int:
         args.input_size = 256 if on_cpu else 0
         if on_cpu:
             print("[demo] no GPU: running at network size 256 (--input-size 0 for the variant's own size)")
-    random_weights = False
-    if args.weights == "auto" and not official_weights_reachable(variants, tasks):
+    random_weights = args.weights == ""
+    if random_weights:
+        print("[demo] WARNING: --weights '': running the whole pipeline with RANDOM weights (depth and labels are "
+              "meaningless)", flush=True)
+    elif args.weights == "auto" and not official_weights_reachable(variants, tasks):
         random_weights = True
         print("[demo] WARNING: official weights are not available offline: running the whole pipeline with "
               "RANDOM weights (depth and labels are meaningless; put the checkpoints in the cache to fix)",
@@ -185,7 +210,7 @@ def main(argv=None) -> int:
                  "-p", f"model.tasks:={args.tasks}", "-p", f"device:={args.device}",
                  "-p", f"precision:={args.precision}", "-p", f"input_size:={args.input_size}"]
     node_args += ["-p", f"depth.scale:={args.depth_scale}", "-p", f"depth.shift:={args.depth_shift}"]
-    if not any(v.endswith(("_kitti", "_nyu")) for v in variants) and args.depth_scale <= 0.0:
+    if "depth" in tasks and not predicts_metric_depth(args.variant) and args.depth_scale <= 0.0:
         print("[demo] relative depth model: depth/image and points need --depth-scale (not set)")
     node_process = subprocess.Popen([str(lib / "dpt_node"), "--ros-args", *node_args],
                                     stdout=open(logs / "dpt_node.log", "wb"), stderr=subprocess.STDOUT)

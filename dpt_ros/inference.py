@@ -8,12 +8,14 @@ reused per shape (dpt_ros.host_transfer), so a caller that only needs, say, a po
 on the device never downloads the depth image or the labels.  On a GPU the stages are timed with
 CUDA events and nothing synchronizes the device until a result is read.
 
-Preprocessing follows the DPT reference: RGB, keep the aspect ratio and scale as little as
-possible so both sides become multiples of 32 ("minimal" rule), bicubic resize, then
-``(x / 255 - mean) / std``.  Depth is resized back bicubically, segmentation logits bilinearly
-before the argmax (both with align_corners=False), as in the reference evaluation; the labels come
-from dpt_ros.bilinear_argmax, which gives the argmax of the resized logits without resizing all
-150 class planes on a CPU.
+Preprocessing follows each model's reference code (``dpt_ros.resize_rules``): RGB, keep the aspect
+ratio and resize bicubically to the network size of the variant's rule (DPT: scale as little as
+possible to multiples of 32; Depth Anything V2: at least the network size, multiples of 14), then
+``(x / 255 - mean) / std``.  Depth is resized back as the rule says (DPT bicubic, Depth Anything V2
+bilinear with aligned corners), segmentation logits bilinearly before the argmax
+(align_corners=False), as in the reference evaluations; the labels come from
+dpt_ros.bilinear_argmax, which gives the argmax of the resized logits without resizing all 150
+class planes on a CPU.
 """
 from __future__ import annotations
 
@@ -30,13 +32,11 @@ import torch.nn.functional as F
 from dpt_ros.bilinear_argmax import resized_argmax
 from dpt_ros.host_transfer import HostStaging
 from dpt_ros.model_runner import COMPILE_MODES, ModelRunner
+from dpt_ros.resize_rules import DPT_RESIZE, ResizeRule, as_height_width, network_size
 
 TASKS = ("depth", "segmentation")
 DEPTH_OUTPUT_KINDS = ("relative_inverse_depth", "metric_depth")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# The DPT backbones patchify at 16 and the decoder halves the grid twice more: sizes must be
-# multiples of 32.
-NETWORK_MULTIPLE = 32
 STAGES = ("preprocess", "inference", "postprocess")
 
 
@@ -135,41 +135,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return key
 
 
-def network_size(height: int, width: int, input_size: int | tuple[int, int]) -> tuple[int, int]:
-    """Network input (height, width) for an image, by the DPT reference's "minimal" rule.
-
-    ``input_size`` is the network size the model was trained at: one side length (square,
-    384 for depth, 480 for segmentation) or (height, width) (e.g. KITTI's 352 x 1216).
-    Of the two factors that would scale the image's height or width to it, take the one closer
-    to 1 (the smallest change to the image) for both sides, then round each side to the nearest
-    multiple of 32 (ties to even, as numpy.round in the reference), never below 32.
-    """
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
-    target_height, target_width = as_height_width(input_size)
-    scale_height = target_height / height
-    scale_width = target_width / width
-    scale = scale_width if abs(1 - scale_width) < abs(1 - scale_height) else scale_height
-
-    def to_multiple(length: float) -> int:
-        return max(NETWORK_MULTIPLE, round(length / NETWORK_MULTIPLE) * NETWORK_MULTIPLE)
-
-    return to_multiple(height * scale), to_multiple(width * scale)
-
-
-def as_height_width(size: int | Sequence[int]) -> tuple[int, int]:
-    """A network size given as one side or as (height, width) -> (height, width)."""
-    if isinstance(size, (int, np.integer)):
-        pair = (int(size), int(size))
-    else:
-        pair = tuple(int(side) for side in size)
-        if len(pair) != 2:
-            raise ValueError(f"network size must be an int or (height, width), got {size!r}")
-    if min(pair) < NETWORK_MULTIPLE:
-        raise ValueError(f"network size sides must be at least {NETWORK_MULTIPLE}, got {size!r}")
-    return pair
-
-
 def validate_image(image, position: int | None = None) -> np.ndarray:
     where = "image" if position is None else f"image {position}"
     if not isinstance(image, np.ndarray):
@@ -224,6 +189,7 @@ class _TaskRunner:
     model: torch.nn.Module
     forward: ModelRunner  # model's forward: eager, torch.compile or CUDA graphs, float32 out
     input_size: tuple[int, int]  # (height, width) the network was trained at
+    resize: ResizeRule  # the reference code's image -> network (and depth -> image) resize
     scale: torch.Tensor  # per-channel 1 / (255 * std), shape (1, 3, 1, 1)
     offset: torch.Tensor  # per-channel -mean / std, shape (1, 3, 1, 1)
 
@@ -249,6 +215,8 @@ class InferenceEngine:
         precision: str = "fp32",
         depth_input_size: int | tuple[int, int] = 384,
         segmentation_input_size: int | tuple[int, int] = 480,
+        depth_resize: ResizeRule = DPT_RESIZE,
+        segmentation_resize: ResizeRule = DPT_RESIZE,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         channels_last: bool = True,
@@ -273,15 +241,15 @@ class InferenceEngine:
         self._warn = warn
         self._staging = HostStaging(self._device)
         self._tasks: dict[str, _TaskRunner] = {}
-        for task, model, input_size in (
-            ("depth", depth_model, depth_input_size),
-            ("segmentation", segmentation_model, segmentation_input_size),
+        for task, model, input_size, resize in (
+            ("depth", depth_model, depth_input_size, depth_resize),
+            ("segmentation", segmentation_model, segmentation_input_size, segmentation_resize),
         ):
             if model is not None:
-                self._tasks[task] = self._make_runner(task, model, input_size, mean, std)
+                self._tasks[task] = self._make_runner(task, model, input_size, resize, mean, std)
 
-    def _make_runner(self, task, model, input_size, mean, std) -> _TaskRunner:
-        input_size = as_height_width(input_size)
+    def _make_runner(self, task, model, input_size, resize, mean, std) -> _TaskRunner:
+        input_size = as_height_width(input_size, resize.multiple)
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1)
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
         if not bool((std_t > 0).all()):
@@ -294,6 +262,7 @@ class InferenceEngine:
             forward=ModelRunner(model, self._compile_mode, self._device, PRECISIONS[self._precision],
                                 warn=self._warn, name=f"{task} model"),
             input_size=input_size,
+            resize=resize,
             scale=(1.0 / (255.0 * std_t)).to(self._device),
             offset=(-mean_t / std_t).to(self._device),
         )
@@ -365,6 +334,8 @@ class InferenceEngine:
             depth_input_size=input_size or (depth_spec.input_size if depth_spec else 384),
             segmentation_input_size=input_size
             or (segmentation_spec.input_size if segmentation_spec else 480),
+            depth_resize=depth_spec.resize if depth_spec else DPT_RESIZE,
+            segmentation_resize=segmentation_spec.resize if segmentation_spec else DPT_RESIZE,
             mean=first.mean,
             std=first.std,
         )
@@ -372,10 +343,11 @@ class InferenceEngine:
             tuple(segmentation_spec.mean) != tuple(depth_spec.mean)
             or tuple(segmentation_spec.std) != tuple(depth_spec.std)
         ):
-            # Different normalization per task (not the case for the official variants).
+            # Different normalization per task: Depth Anything V2's depth (ImageNet mean/std) with a
+            # DPT segmentation model (0.5/0.5).
             runner = engine._tasks["segmentation"]
             engine._tasks["segmentation"] = engine._make_runner(
-                "segmentation", runner.model, runner.input_size, segmentation_spec.mean,
+                "segmentation", runner.model, runner.input_size, runner.resize, segmentation_spec.mean,
                 segmentation_spec.std,
             )
         return engine
@@ -414,7 +386,8 @@ class InferenceEngine:
         return tuple(self._tasks)
 
     def network_size(self, height: int, width: int, task: str) -> tuple[int, int]:
-        return network_size(height, width, self._runner(task).input_size)
+        runner = self._runner(task)
+        return network_size(height, width, runner.input_size, runner.resize)
 
     def _runner(self, task: str) -> _TaskRunner:
         if task not in self._tasks:
@@ -430,7 +403,7 @@ class InferenceEngine:
         """
         images = self._validated_list(images)
         runner = self._runner(task)
-        sizes = {network_size(*image.shape[:2], runner.input_size) for image in images}
+        sizes = {network_size(*image.shape[:2], runner.input_size, runner.resize) for image in images}
         if len(sizes) != 1:
             raise ValueError(f"images map to different network sizes {sorted(sizes)}")
         uploaded = self._upload(images)
@@ -467,7 +440,7 @@ class InferenceEngine:
                     output = self._forward(runner, batch)
                 with clock.measure("postprocess"):
                     if task == "depth":
-                        self._store_depth(output, images, indices, results)
+                        self._store_depth(output, runner.resize, images, indices, results)
                     else:
                         self._store_labels(output, images, indices, results)
         return results
@@ -505,7 +478,7 @@ class InferenceEngine:
     def _group_by_network_size(images, runner: _TaskRunner) -> dict[tuple[int, int], list[int]]:
         groups: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
-            groups.setdefault(network_size(*image.shape[:2], runner.input_size), []).append(index)
+            groups.setdefault(network_size(*image.shape[:2], runner.input_size, runner.resize), []).append(index)
         return groups
 
     def _network_batch(self, runner, uploaded, indices, net_size, bgr) -> torch.Tensor:
@@ -538,7 +511,7 @@ class InferenceEngine:
     def _forward(self, runner: _TaskRunner, batch: torch.Tensor) -> torch.Tensor:
         return runner.forward(batch)
 
-    def _store_depth(self, output, images, indices, results) -> None:
+    def _store_depth(self, output, resize: ResizeRule, images, indices, results) -> None:
         if output.ndim == 4 and output.shape[1] == 1:
             output = output[:, 0]
         if output.ndim != 3 or output.shape[0] != len(indices):
@@ -546,7 +519,8 @@ class InferenceEngine:
         for size, positions in _positions_by_size(images, indices).items():
             resized = _rows(output, positions).unsqueeze(1)
             if tuple(resized.shape[-2:]) != size:
-                resized = F.interpolate(resized, size=size, mode="bicubic", align_corners=False)
+                resized = F.interpolate(resized, size=size, mode=resize.depth_mode,
+                                        align_corners=resize.depth_align_corners)
             for row, position in enumerate(positions):
                 results[indices[position]].on_device["depth"] = resized[row, 0]
 

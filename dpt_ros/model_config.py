@@ -28,10 +28,11 @@ class ModelConfig:
     input_size: int = 0
 
 
-def segmentation_variant_for(variant: str) -> str:
+def segmentation_variant_for(variant: str) -> str | None:
     """What an empty segmentation variant means: the variant whose segmentation model shares
     ``variant``'s backbone (the metric variants dpt_hybrid_kitti/nyu have no segmentation head of
-    their own, so dpt_hybrid's is used)."""
+    their own, so dpt_hybrid's is used), or None when no published model does (Depth Anything V2
+    was released for depth only)."""
     from dpt_ros.model import VARIANTS
 
     spec = VARIANTS[variant]
@@ -40,7 +41,7 @@ def segmentation_variant_for(variant: str) -> str:
     for name, other in VARIANTS.items():
         if other.backbone == spec.backbone and "segmentation" in other.tasks:
             return name
-    raise ValueError(f"no segmentation model shares {variant}'s backbone; set model.segmentation_variant")
+    return None
 
 
 def build_engine(config: ModelConfig, warn: Callable[[str], None] = print):
@@ -68,6 +69,11 @@ def build_engine(config: ModelConfig, warn: Callable[[str], None] = print):
 
     try:
         segmentation_variant = config.segmentation_variant or segmentation_variant_for(config.variant)
+        if "segmentation" in config.tasks and segmentation_variant is None:
+            raise ModelLoadError(
+                f"{config.variant} has no segmentation model and no published one shares its backbone: "
+                "set model.segmentation_variant to a segmentation variant (e.g. dpt_hybrid), or run "
+                "model.tasks:=depth")
         if "depth" in config.tasks:
             depth_weights = weights_of(config.weights, "model.weights", config.variant, "depth")
             segmentation_weights = (weights_of(config.segmentation_weights, "model.segmentation_weights",

@@ -87,6 +87,21 @@ def test_model_benchmark_quick_on_the_tiny_variant(tmp_path):
         assert float(row[ratio]) == pytest.approx(expected, rel=0.01, abs=0.01)
 
 
+@pytest.mark.timeout(180)
+def test_model_benchmark_compares_depth_anything_with_transformers(tmp_path):
+    """A Depth Anything V2 variant runs against transformers' DepthAnythingForDepthEstimation at its
+    own network size (the tiny one's 70), both with the same weights: equal outputs."""
+    out = tmp_path / "rows.json"
+    result = run_script("model.py", "--variants", "depth_anything_v2_tiny", "--quick", "--device", "cpu",
+                        "--precisions", "fp32", "--json", str(out), timeout=170)
+    headers, rows = table_rows(result.stdout, "variant")
+    assert [(row[0], row[2], row[headers.index("size")]) for row in rows] == [("depth_anything_v2_tiny", "fp32", "70")]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["size"] == 70 and row["max_abs_theirs"] > 0.1
+    assert row["max_abs_diff"] <= 1e-5 * row["max_abs_theirs"]
+    assert all(t > 0 for t in row["ours_runs_ms"] + row["theirs_runs_ms"]) and row["speedup"] > 0
+
+
 @pytest.mark.ros
 @pytest.mark.timeout(240)
 def test_node_benchmark_quick(tmp_path):

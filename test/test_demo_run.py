@@ -36,3 +36,24 @@ def test_demo_writes_depth_labels_cloud_and_stats(tmp_path):
     # warned "no camera_info within stamp_tolerance" every 5 s; now every frame pairs by stamp.
     node_log = (output / "logs" / "dpt_node.log").read_text()
     assert "no camera_info" not in node_log and "ERROR" not in node_log, node_log
+
+
+def test_demo_runs_a_metric_depth_anything_variant(tmp_path):
+    """make demo DEMO_ARGS="--variant depth_anything_v2_metric_hypersim_vits ...": metres straight from
+    the model (no --depth-scale), so depth/image and the cloud are recorded."""
+    output = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "dpt_ros.demo_run", "--variant", "depth_anything_v2_metric_hypersim_vits",
+         "--tasks", "depth", "--weights", "", "--device", "cpu", "--width", "160", "--height", "120", "--rate", "4",
+         "--input-size", "64", "--duration", "30", "--output", str(output)],
+        capture_output=True, text=True, timeout=200, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RANDOM weights" in result.stdout and "--depth-scale" not in result.stdout
+    depth = np.load(output / "depth.npy")
+    assert depth.shape == (120, 160) and np.isfinite(depth).all()
+    assert 0 < depth.min() and depth.max() < 20.0  # Hypersim's sigmoid head: metres below 20
+    header = (output / "cloud.ply").read_bytes()[:300].decode("ascii", "replace")
+    assert "element vertex 19200" in header
+    stats = [json.loads(line) for line in (output / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["model_variant"] == "depth_anything_v2_metric_hypersim_vits"
+    assert (stats[-1]["network_height"], stats[-1]["network_width"]) == (70, 84)  # lower bound 64, multiples of 14

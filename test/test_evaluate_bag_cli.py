@@ -318,3 +318,17 @@ def test_cli_simulated_lidar_with_the_tiny_model_reports_three_rows(tmp_path, ca
     assert len(messages["/dpt/depth/alignment"]) == frames
     assert len(messages.get("/dpt/depth/image", [])) == online["frames"]
     assert "## Depth with online alignment" in (tmp_path / "report" / "report.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# Depth Anything V2 (issue 14)
+# ------------------------------------------------------------------------------------------------
+
+def test_depth_anything_without_a_segmentation_model_is_refused_before_the_model_loads(tmp_path, capsys):
+    bag = write_bag(tmp_path / "in", "sqlite3", 1)
+    code, err = run_cli(capsys, bag, "--image-topic", IMAGE_TOPIC, "--variant", "depth_anything_v2_vits",
+                        "--device", "cpu", "--no-progress", "--weights", MISSING_WEIGHTS,
+                        "--tasks", "depth", "segmentation")
+    assert code == 2, err
+    assert err == ["evaluate_bag: error: no segmentation model shares depth_anything_v2_vits's backbone: give one "
+                   "with --segmentation-variant (e.g. dpt_hybrid), or --tasks depth"], err

@@ -5,27 +5,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dpt_ros.inference import InferenceEngine, network_size, resolve_device
+from dpt_ros.inference import InferenceEngine, resolve_device
+from dpt_ros.resize_rules import DPT_RESIZE, network_size
 
 ADE20K_CLASSES = 150
 
 
 class ContractDepthNet(torch.nn.Module):
-    """Small stand-in following the depth forward contract: (B,3,H,W) -> (B,H,W).
+    """Small stand-in following the depth forward contract: (B,3,H,W) -> (B,H,W), H and W
+    multiples of ``multiple`` (32 for DPT, 14 for Depth Anything V2).
 
     Records the input shape of every forward so tests can count batches.
     """
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, multiple=32):
         super().__init__()
         torch.manual_seed(seed)
         self.body = torch.nn.Sequential(
             torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(8, 1, 3, padding=1)
         )
+        self.multiple = multiple
         self.calls = []
 
     def forward(self, x):
-        assert x.shape[-2] % 32 == 0 and x.shape[-1] % 32 == 0
+        assert x.shape[-2] % self.multiple == 0 and x.shape[-1] % self.multiple == 0
         self.calls.append(tuple(x.shape))
         return self.body(x)[:, 0]
 
@@ -380,8 +383,9 @@ def test_cuda_matches_cpu(precision):
 # exercised without building real variants; then once end to end with the real dpt_tiny.
 # ---------------------------------------------------------------------------------------------
 class StandInTaskSpec:
-    def __init__(self, input_size, output_kind, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+    def __init__(self, input_size, output_kind, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize=DPT_RESIZE):
         self.input_size, self.output_kind, self.mean, self.std = input_size, output_kind, mean, std
+        self.resize = resize
 
 
 class StandInVariantSpec:

@@ -20,7 +20,7 @@ from dpt_ros.model import (
 )
 from dpt_ros.model.errors import WeightsError
 from dpt_ros.model.testing import tiny_model
-from dpt_ros.model.variants import HYBRID, RELEASE_URL
+from dpt_ros.model.variants import DINOV2, HYBRID, RELEASE_URL
 
 # The official release files (github.com/isl-org/DPT, release 1_0): variant, task -> file name.
 RELEASED = {
@@ -138,7 +138,9 @@ INPUT_SIZES = {  # one side: square; the metric variants ran at (height, width)
 
 
 def test_variants_table():
-    tasks = {(name, task): spec for name, variant in VARIANTS.items() for task, spec in variant.tasks.items()}
+    """The DPT rows (Depth Anything V2's are checked in test_depth_anything.py)."""
+    tasks = {(name, task): spec for name, variant in VARIANTS.items() for task, spec in variant.tasks.items()
+             if variant.backbone.kind != DINOV2}
     assert {key: spec.input_size for key, spec in tasks.items()} == INPUT_SIZES
     assert {key: spec.checkpoint_file for key, spec in tasks.items() if spec.checkpoint_file} == RELEASED
     for spec in tasks.values():
@@ -150,6 +152,7 @@ def test_variants_table():
         assert re.fullmatch(r"[0-9a-f]{8}", spec.sha256_prefix)
         assert spec.checkpoint_url == RELEASE_URL + spec.checkpoint_file
         assert spec.checkpoint_url.startswith("https://github.com/isl-org/DPT/releases/download/1_0/")
+        assert spec.licence == "MIT"  # github.com/isl-org/DPT LICENSE
     kinds = {key: (spec.output_kind, spec.num_classes, spec.depth_scale, spec.depth_shift)
              for key, spec in tasks.items()}
     assert kinds.pop(("dpt_hybrid_kitti", "depth")) == ("metric_depth", None, 0.00006016, 0.00579)

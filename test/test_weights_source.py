@@ -328,3 +328,31 @@ def test_non_tensor_content_is_a_layout_error(tmp_path):
     torch.save({"weights": [1, 2, 3]}, tmp_path / "odd.pt")
     with pytest.raises(WeightsLayoutError, match="non-tensor entries \\['weights'\\]"):
         read_state_dict(tmp_path / "odd.pt")
+
+
+def test_auto_weights_without_a_hash_in_the_name_are_checked_against_the_variants_digest(tmp_path, server,
+                                                                                        monkeypatch):
+    """Depth Anything V2's official files carry no hash in their names: build_model(weights="auto")
+    downloads the variant's URL and checks it against the digest of the variants table."""
+    from dpt_ros.model import build_model, to_original_state_dict
+    from dpt_ros.model.testing import tiny_depth_anything
+
+    spec = tiny_depth_anything()
+    source = build_model(spec, seed=4)
+    body = checkpoint_bytes(to_original_state_dict(source), tmp_path)
+    server.routes["/depth-anything/resolve/main/depth_anything_v2_tiny.pth"] = (200, body, None)
+
+    def official(sha256_prefix):
+        return spec.replace(task=dict(checkpoint_file="depth_anything_v2_tiny.pth", sha256_prefix=sha256_prefix,
+                                      checkpoint_base_url=server.url("/depth-anything/resolve/main/"),
+                                      licence="Apache-2.0"))
+
+    monkeypatch.setenv("DPT_ROS_CACHE", str(tmp_path / "cache"))
+    loaded = build_model(official(hashlib.sha256(body).hexdigest()), weights="auto")
+    assert_same_state(loaded.state_dict(), source.state_dict())
+    assert (tmp_path / "cache" / "depth_anything_v2_tiny.pth").read_bytes() == body
+
+    monkeypatch.setenv("DPT_ROS_CACHE", str(tmp_path / "other_cache"))
+    with pytest.raises(WeightsHashMismatchError, match="expected a digest starting with 0123abcd"):
+        build_model(official("0123abcd"), weights="auto")
+    assert not (tmp_path / "other_cache" / "depth_anything_v2_tiny.pth").exists()

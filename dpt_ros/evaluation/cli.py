@@ -131,8 +131,9 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> argparse._Argum
 
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--preset", choices=sorted(PRESETS),
-                            help="depth range of a benchmark: kitti 1e-3..80 m, nyu 1e-3..10 m "
-                            "(default: the metric variant's own benchmark, else 1e-3..80 m)")
+                            help="depth range of a benchmark: "
+                            + ", ".join(f"{name} {low:g}..{high:g} m" for name, (low, high) in PRESETS.items())
+                            + " (default: the metric variant's own benchmark, else 1e-3..80 m)")
     evaluation.add_argument("--min-depth", type=float, help="metres (overrides the preset)")
     evaluation.add_argument("--max-depth", type=float, help="metres (overrides the preset)")
     evaluation.add_argument("--alignment", choices=tuple(_ALIGNMENT_OF_FLAG), default="auto",

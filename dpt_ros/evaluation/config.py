@@ -19,8 +19,9 @@ from dpt_ros.depth import ALIGNMENT_NONE, ALIGNMENT_SCALE_SHIFT
 from dpt_ros.model_config import ModelConfig
 from dpt_ros.pipeline import PipelineSettings, metric_depth_available
 
-# Depth ranges of the usual benchmarks (metres): KITTI (Eigen split) and NYU Depth v2.
-PRESETS = {"kitti": (1e-3, 80.0), "nyu": (1e-3, 10.0)}
+# Depth ranges of the usual benchmarks (metres): KITTI (Eigen split) and NYU Depth v2 (DPT's metric
+# models), Hypersim and Virtual KITTI 2 (Depth Anything V2's metric models: their max_depth).
+PRESETS = {"kitti": (1e-3, 80.0), "nyu": (1e-3, 10.0), "hypersim": (1e-3, 20.0), "vkitti": (1e-3, 80.0)}
 DEFAULT_DEPTH_RANGE = PRESETS["kitti"]
 ALIGNMENT_AUTO = "auto"
 ALIGNMENTS = (ALIGNMENT_AUTO, ALIGNMENT_NONE, ALIGNMENT_SCALE_SHIFT)
@@ -141,11 +142,10 @@ class EvaluationConfig:
         if "depth" in tasks and "depth" not in spec.tasks:
             raise EvaluationError(f"variant {model.variant} has no depth model (it has: {', '.join(spec.tasks)})")
         if "segmentation" in tasks:
-            try:
-                segmentation_variant_for(model.segmentation_variant or model.variant)
-            except ValueError:
+            segmentation_variant = model.segmentation_variant or segmentation_variant_for(model.variant)
+            if segmentation_variant is None or "segmentation" not in VARIANTS[segmentation_variant].tasks:
                 raise EvaluationError(f"no segmentation model shares {model.variant}'s backbone: "
-                                      "give one with --segmentation-variant") from None
+                                      "give one with --segmentation-variant (e.g. dpt_hybrid), or --tasks depth")
         if self.gt_labels_topic and "segmentation" not in tasks:
             raise EvaluationError("--gt-labels-topic needs the segmentation task (--tasks depth segmentation)")
         if self.gt_depth_topic and "depth" not in tasks:
@@ -299,11 +299,10 @@ def _in_flags(message: str) -> str:
 
 
 def _preset_of_variant(variant: str) -> str | None:
-    """Metric variants are evaluated on the range of the benchmark they were trained for."""
-    for name in PRESETS:
-        if variant.endswith("_" + name):
-            return name
-    return None
+    """Metric variants are evaluated on the range of the benchmark they were trained for, which
+    their name says (dpt_hybrid_kitti, depth_anything_v2_metric_hypersim_vits, ...)."""
+    words = variant.split("_")
+    return next((name for name in PRESETS if name in words), None)
 
 
 def _path_or_none(value) -> Path | None:

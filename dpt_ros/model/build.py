@@ -52,7 +52,8 @@ def build_model(
 
     ``weights``: None for random weights (:func:`~dpt_ros.model.random_init.randomize_` with
     ``seed``: deterministic, outputs that vary across the image), ``"auto"`` for the official
-    checkpoint (``VARIANTS[variant].tasks[task].checkpoint_url``), or anything
+    checkpoint (``VARIANTS[variant].tasks[task].checkpoint_url``, downloaded once into the cache and
+    checked against the variant's ``sha256_prefix`` where one is known), or anything
     :func:`load_weights` accepts.
     """
     spec = get_model_spec(variant, task)
@@ -70,7 +71,7 @@ def build_model(
                     f"variant {spec.variant.name!r} has no official {spec.task.task} checkpoint; give a "
                     "weights file or URL, or build it with random weights (weights=None)"
                 )
-            weights = spec.task.checkpoint_url
+            weights = read_state_dict(spec.task.checkpoint_url, expected_sha256_prefix=spec.task.sha256_prefix)
         # Copied, not adopted: tensors memory-mapped from a file can be misaligned, which changes
         # the CPU kernels chosen (and their rounding), and the caller's tensors stay its own.
         load_weights(model, read_weights(weights))

@@ -1,6 +1,7 @@
-"""The one place that knows how published DPT checkpoints name their tensors.
+"""The one place that knows how published DPT and Depth Anything V2 checkpoints name their tensors.
 
-Three layouts exist:
+Three layouts exist; the names in ``original`` and ``hf`` depend on the model family (a DPT
+variant or a Depth Anything V2 one, ``ModelSpec.is_depth_anything``):
 
 ``ours``
     ``DPT.state_dict()``: ``backbone.vit.*`` (timm's own names), ``reassemble.*``, ``fusion.*``,
@@ -18,6 +19,22 @@ Three layouts exist:
     attention's qkv split into ``query``/``key``/``value``, ``dpt.layernorm``, ``neck.*`` (fusion
     layers in reverse order) and ``head.head.{i}`` / ``auxiliary_head.head.{i}``; the hybrid's
     ResNet is transformers' BiT (``dpt.embeddings.backbone.bit.*``).
+``original`` for Depth Anything V2
+    The official ``.pth`` files (github.com/DepthAnything/Depth-Anything-V2, hosted under
+    huggingface.co/depth-anything): ``pretrained.*`` (the DINOv2 reference's own names, which are
+    timm's, plus ``mask_token``) and ``depth_head.*``: ``projects.{i}``, ``resize_layers.{i}``,
+    ``scratch.layer{1-4}_rn``, ``scratch.refinenet{1-4}`` (``resConfUnit1/2``, ``out_conv``),
+    ``scratch.output_conv1`` and ``scratch.output_conv2.{0,2}``.
+``hf`` for Depth Anything V2
+    ``transformers.DepthAnythingForDepthEstimation`` as the hub files store it (e.g.
+    depth-anything/Depth-Anything-V2-Small-hf): ``backbone.embeddings.*`` (``cls_token``,
+    ``mask_token``, ``position_embeddings``, ``patch_embeddings.projection``),
+    ``backbone.encoder.layer.{n}.*`` (``norm1``, ``attention.attention.query/key/value``,
+    ``attention.output.dense``, ``layer_scale1.lambda1``, ``norm2``, ``mlp.fc1/fc2``,
+    ``layer_scale2.lambda1``), ``backbone.layernorm``, ``neck.*`` as for DPT and ``head.conv1-3``.
+    transformers 5 renames the attention to ``attention.q_proj/k_proj/v_proj/o_proj`` when it
+    loads such a file, so a state dict taken from a loaded model has those names: both are
+    accepted on import (one naming per tensor); export writes the hub's.
 
 Every conversion goes through ours: for each of our keys a rule gives its key(s) in the other
 layout, so both directions use the same table.  Importing checks the source strictly: missing,
@@ -40,14 +57,23 @@ ORIGINAL = "original"
 HF = "hf"
 LAYOUTS = (OURS, ORIGINAL, HF)
 
-#: timm's ImageNet classifier, present (unused) in the original release files.
+#: timm's ImageNet classifier, present (unused) in the original DPT release files.
 IMAGENET_CLASSES = 1000
 
 _PREFIXES = {
     OURS: ("backbone.vit.", "reassemble.", "fusion."),
-    ORIGINAL: ("pretrained.", "scratch.", "auxlayer."),
-    HF: ("dpt.", "neck.", "auxiliary_head."),
+    ORIGINAL: ("pretrained.", "scratch.", "auxlayer.", "depth_head."),
+    HF: ("dpt.", "neck.", "auxiliary_head.", "backbone.embeddings.", "backbone.encoder.", "backbone.layernorm."),
 }
+
+#: transformers 5's in-memory names of the hub's attention tensors (Dinov2 and others), as
+#: (transformers 5 name, hub name) pieces of a key.
+_HF_ATTENTION_ALIASES = (
+    (".attention.q_proj.", ".attention.attention.query."),
+    (".attention.k_proj.", ".attention.attention.key."),
+    (".attention.v_proj.", ".attention.attention.value."),
+    (".attention.o_proj.", ".attention.output.dense."),
+)
 
 _Rule = Tuple["re.Pattern[str]", Callable[["re.Match[str]"], Tuple[str, ...]]]
 
@@ -67,22 +93,49 @@ def _rule(pattern: str, target) -> _Rule:
     return re.compile(pattern), expand
 
 
-def _original_rules(spec: ModelSpec) -> List[_Rule]:
-    def stage(match):  # the original counts stages and fusion blocks from 1
-        return int(match.group(1)) + 1
+def _stage(match) -> int:  # the original code counts stages and fusion blocks from 1
+    return int(match.group(1)) + 1
 
-    unit = {"skip_unit": "resConfUnit1", "refine_unit": "resConfUnit2"}
+
+_ORIGINAL_UNIT = {"skip_unit": "resConfUnit1", "refine_unit": "resConfUnit2"}
+
+
+def _original_fusion_rules(prefix: str) -> List[_Rule]:
+    """Fusion in the reference code's ``scratch`` module (DPT: ``scratch.``, Depth Anything V2:
+    ``depth_head.scratch.``)."""
+    return [
+        _rule(r"fusion\.input_convs\.(\d)\.", lambda m: f"{prefix}layer{_stage(m)}_rn."),
+        _rule(r"fusion\.blocks\.(\d)\.(skip_unit|refine_unit)\.(conv|norm)([12])\.",
+              lambda m: f"{prefix}refinenet{_stage(m)}.{_ORIGINAL_UNIT[m.group(2)]}."
+                        f"{'conv' if m.group(3) == 'conv' else 'bn'}{m.group(4)}."),
+        _rule(r"fusion\.blocks\.(\d)\.projection\.", lambda m: f"{prefix}refinenet{_stage(m)}.out_conv."),
+    ]
+
+
+def _depth_anything_original_rules(spec: ModelSpec) -> List[_Rule]:
+    head = "depth_head."
+    return [
+        _rule(r"backbone\.vit\.", "pretrained."),
+        _rule(r"backbone\.mask_token$", "pretrained.mask_token"),
+        _rule(r"reassemble\.stages\.(\d)\.projection\.", head + r"projects.\1."),
+        _rule(r"reassemble\.stages\.(\d)\.resample\.", head + r"resize_layers.\1."),
+        *_original_fusion_rules(head + "scratch."),
+        _rule(r"head\.conv1\.", head + "scratch.output_conv1."),
+        _rule(r"head\.conv2\.", head + "scratch.output_conv2.0."),
+        _rule(r"head\.conv3\.", head + "scratch.output_conv2.2."),
+    ]
+
+
+def _original_rules(spec: ModelSpec) -> List[_Rule]:
+    if spec.is_depth_anything:
+        return _depth_anything_original_rules(spec)
     return [
         _rule(r"backbone\.vit\.", "pretrained.model."),
         _rule(r"reassemble\.stages\.(\d)\.readout\.linear\.",
-              lambda m: f"pretrained.act_postprocess{stage(m)}.0.project.0."),
-        _rule(r"reassemble\.stages\.(\d)\.projection\.", lambda m: f"pretrained.act_postprocess{stage(m)}.3."),
-        _rule(r"reassemble\.stages\.(\d)\.resample\.", lambda m: f"pretrained.act_postprocess{stage(m)}.4."),
-        _rule(r"fusion\.input_convs\.(\d)\.", lambda m: f"scratch.layer{stage(m)}_rn."),
-        _rule(r"fusion\.blocks\.(\d)\.(skip_unit|refine_unit)\.(conv|norm)([12])\.",
-              lambda m: f"scratch.refinenet{stage(m)}.{unit[m.group(2)]}."
-                        f"{'conv' if m.group(3) == 'conv' else 'bn'}{m.group(4)}."),
-        _rule(r"fusion\.blocks\.(\d)\.projection\.", lambda m: f"scratch.refinenet{stage(m)}.out_conv."),
+              lambda m: f"pretrained.act_postprocess{_stage(m)}.0.project.0."),
+        _rule(r"reassemble\.stages\.(\d)\.projection\.", lambda m: f"pretrained.act_postprocess{_stage(m)}.3."),
+        _rule(r"reassemble\.stages\.(\d)\.resample\.", lambda m: f"pretrained.act_postprocess{_stage(m)}.4."),
+        *_original_fusion_rules("scratch."),
         _rule(r"head\.conv1\.", "scratch.output_conv.0."),
         _rule(r"head\.conv2\.", "scratch.output_conv.2."),
         _rule(r"head\.conv3\.", "scratch.output_conv.4."),
@@ -95,15 +148,64 @@ def _original_rules(spec: ModelSpec) -> List[_Rule]:
     ]
 
 
+_HF_UNIT = {"skip_unit": "residual_layer1", "refine_unit": "residual_layer2"}
+
+
+def _hf_neck_rules(spec: ModelSpec) -> List[_Rule]:
+    """transformers' neck, the same in DPT and Depth Anything: reassemble, convs, fusion."""
+    # HF runs its fusion layers coarsest first: our block i is its layer (last - i).
+    last = len(spec.backbone.channels) - 1
+    return [
+        _rule(r"reassemble\.stages\.(\d)\.readout\.linear\.", r"neck.reassemble_stage.readout_projects.\1.0."),
+        _rule(r"reassemble\.stages\.(\d)\.projection\.", r"neck.reassemble_stage.layers.\1.projection."),
+        _rule(r"reassemble\.stages\.(\d)\.resample\.", r"neck.reassemble_stage.layers.\1.resize."),
+        _rule(r"fusion\.input_convs\.(\d)\.", r"neck.convs.\1."),
+        _rule(r"fusion\.blocks\.(\d)\.(skip_unit|refine_unit)\.(conv|norm)([12])\.",
+              lambda m: f"neck.fusion_stage.layers.{last - int(m.group(1))}.{_HF_UNIT[m.group(2)]}."
+                        f"{'convolution' if m.group(3) == 'conv' else 'batch_norm'}{m.group(4)}."),
+        _rule(r"fusion\.blocks\.(\d)\.projection\.",
+              lambda m: f"neck.fusion_stage.layers.{last - int(m.group(1))}.projection."),
+    ]
+
+
+def _hf_attention_rules(block: str, layer: str) -> List[_Rule]:
+    """timm's fused qkv and output projection -> the hub's query/key/value and attention.output.dense."""
+    return [
+        _rule(block + r"attn\.qkv\.",
+              tuple(layer + f"attention.attention.{part}." for part in ("query", "key", "value"))),
+        _rule(block + r"attn\.proj\.", layer + "attention.output.dense."),
+    ]
+
+
+def _depth_anything_hf_rules(spec: ModelSpec) -> List[_Rule]:
+    block = r"backbone\.vit\.blocks\.(\d+)\."
+    layer = r"backbone.encoder.layer.\1."
+    return [
+        _rule(r"backbone\.vit\.cls_token$", "backbone.embeddings.cls_token"),
+        _rule(r"backbone\.mask_token$", "backbone.embeddings.mask_token"),
+        _rule(r"backbone\.vit\.pos_embed$", "backbone.embeddings.position_embeddings"),
+        _rule(r"backbone\.vit\.patch_embed\.proj\.", "backbone.embeddings.patch_embeddings.projection."),
+        _rule(block + r"norm1\.", layer + "norm1."),
+        *_hf_attention_rules(block, layer),
+        _rule(block + r"ls1\.gamma$", layer + "layer_scale1.lambda1"),
+        _rule(block + r"norm2\.", layer + "norm2."),
+        _rule(block + r"mlp\.", layer + "mlp."),
+        _rule(block + r"ls2\.gamma$", layer + "layer_scale2.lambda1"),
+        _rule(r"backbone\.vit\.norm\.", "backbone.layernorm."),
+        *_hf_neck_rules(spec),
+        _rule(r"head\.", "head."),
+    ]
+
+
 def _hf_rules(spec: ModelSpec) -> List[_Rule]:
+    if spec.is_depth_anything:
+        return _depth_anything_hf_rules(spec)
+    block = r"backbone\.vit\.blocks\.(\d+)\."
     layer = r"dpt.encoder.layer.\1."
     bit = "dpt.embeddings.backbone.bit."
     patch_projection = (
         "dpt.embeddings.projection." if spec.backbone.kind == HYBRID else "dpt.embeddings.patch_embeddings.projection."
     )
-    unit = {"skip_unit": "residual_layer1", "refine_unit": "residual_layer2"}
-    # HF runs its fusion layers coarsest first: our block i is its layer (last - i).
-    last = len(spec.backbone.channels) - 1
     return [
         _rule(r"backbone\.vit\.cls_token$", "dpt.embeddings.cls_token"),
         _rule(r"backbone\.vit\.pos_embed$", "dpt.embeddings.position_embeddings"),
@@ -112,23 +214,13 @@ def _hf_rules(spec: ModelSpec) -> List[_Rule]:
         _rule(r"backbone\.vit\.patch_embed\.backbone\.stem\.norm\.", bit + "embedder.norm."),
         _rule(r"backbone\.vit\.patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.",
               bit + r"encoder.stages.\1.layers.\2."),
-        _rule(r"backbone\.vit\.blocks\.(\d+)\.norm1\.", layer + "layernorm_before."),
-        _rule(r"backbone\.vit\.blocks\.(\d+)\.attn\.qkv\.",
-              tuple(layer + f"attention.attention.{part}." for part in ("query", "key", "value"))),
-        _rule(r"backbone\.vit\.blocks\.(\d+)\.attn\.proj\.", layer + "attention.output.dense."),
-        _rule(r"backbone\.vit\.blocks\.(\d+)\.norm2\.", layer + "layernorm_after."),
-        _rule(r"backbone\.vit\.blocks\.(\d+)\.mlp\.fc1\.", layer + "intermediate.dense."),
-        _rule(r"backbone\.vit\.blocks\.(\d+)\.mlp\.fc2\.", layer + "output.dense."),
+        _rule(block + r"norm1\.", layer + "layernorm_before."),
+        *_hf_attention_rules(block, layer),
+        _rule(block + r"norm2\.", layer + "layernorm_after."),
+        _rule(block + r"mlp\.fc1\.", layer + "intermediate.dense."),
+        _rule(block + r"mlp\.fc2\.", layer + "output.dense."),
         _rule(r"backbone\.vit\.norm\.", "dpt.layernorm."),
-        _rule(r"reassemble\.stages\.(\d)\.readout\.linear\.", r"neck.reassemble_stage.readout_projects.\1.0."),
-        _rule(r"reassemble\.stages\.(\d)\.projection\.", r"neck.reassemble_stage.layers.\1.projection."),
-        _rule(r"reassemble\.stages\.(\d)\.resample\.", r"neck.reassemble_stage.layers.\1.resize."),
-        _rule(r"fusion\.input_convs\.(\d)\.", r"neck.convs.\1."),
-        _rule(r"fusion\.blocks\.(\d)\.(skip_unit|refine_unit)\.(conv|norm)([12])\.",
-              lambda m: f"neck.fusion_stage.layers.{last - int(m.group(1))}.{unit[m.group(2)]}."
-                        f"{'convolution' if m.group(3) == 'conv' else 'batch_norm'}{m.group(4)}."),
-        _rule(r"fusion\.blocks\.(\d)\.projection\.",
-              lambda m: f"neck.fusion_stage.layers.{last - int(m.group(1))}.projection."),
+        *_hf_neck_rules(spec),
         _rule(r"head\.conv1\.", "head.head.0."),
         _rule(r"head\.conv2\.", "head.head.2."),
         _rule(r"head\.conv3\.", "head.head.4."),
@@ -153,7 +245,7 @@ def _rules(spec: ModelSpec, layout: str) -> List[_Rule]:
 
 def _extra_shapes(spec: ModelSpec, layout: str) -> Dict[str, Tuple[int, ...]]:
     """Tensors a layout holds that our model does not (exported as zeros, ignored on import)."""
-    if layout != ORIGINAL:
+    if layout != ORIGINAL or spec.is_depth_anything:
         return {}
     return {
         "pretrained.model.head.weight": (IMAGENET_CLASSES, spec.backbone.embed_dim),
@@ -221,6 +313,11 @@ def from_layout(
     dict: its keys and shapes).  Raises WeightsLayoutError on any missing, unexpected or
     mis-shaped tensor, naming them as the source names them."""
     table = key_table(list(reference), spec, layout)
+    given = len(state_dict)
+    # error messages name tensors as the source does: source_name(name in the layout's table)
+    source_name = lambda name: name  # noqa: E731
+    if layout == HF:
+        state_dict, source_name = _with_hub_attention_names(state_dict, spec)
     ignored = set(_extra_shapes(spec, layout))
     used = set()
     out: Dict[str, torch.Tensor] = {}
@@ -232,17 +329,18 @@ def from_layout(
             if key.endswith("num_batches_tracked"):
                 out[key] = torch.zeros_like(reference[key], device="cpu")
             else:
-                missing.extend(absent)
+                missing.extend(source_name(name) for name in absent)
             continue
         used.update(names)
         parts = [state_dict[name] for name in names]
         tensor = parts[0] if len(parts) == 1 else _concat(parts)
         if tensor is None or tuple(tensor.shape) != tuple(reference[key].shape):
             shapes = ", ".join(str(tuple(p.shape)) for p in parts)
-            mismatched.append(f"{'+'.join(names)}: {shapes} (expected {tuple(reference[key].shape)})")
+            mismatched.append(f"{'+'.join(source_name(name) for name in names)}: {shapes} "
+                              f"(expected {tuple(reference[key].shape)})")
             continue
         out[key] = tensor
-    unexpected = [key for key in state_dict if key not in used and key not in ignored]
+    unexpected = [source_name(key) for key in state_dict if key not in used and key not in ignored]
     if missing or unexpected or mismatched:
         problems = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
@@ -250,9 +348,42 @@ def from_layout(
                 problems.append(f"{len(items)} {label}: {_first(items)}")
         raise WeightsLayoutError(
             f"the {layout}-layout state dict does not fit {spec.name} "
-            f"({len(state_dict)} tensors given, {len(reference)} expected): " + "; ".join(problems)
+            f"({given} tensors given, {len(reference)} expected): " + "; ".join(problems)
         )
     return out
+
+
+def _with_hub_attention_names(state_dict: Mapping[str, torch.Tensor], spec: ModelSpec):
+    """An HF-layout state dict with transformers 5's attention names (``attention.q_proj`` ...)
+    renamed to the hub files' (``attention.attention.query`` ...), and a function giving, for a
+    hub name, the source's name for it (for error messages: a source in transformers 5's names
+    hears about its missing tensors in those names).  A tensor given under both names is an error."""
+    renamed: Dict[str, torch.Tensor] = {}
+    original: Dict[str, str] = {}
+    for key, tensor in state_dict.items():
+        hub = _alias(key, 0, 1)
+        if hub in renamed:
+            raise WeightsLayoutError(
+                f"the hf-layout state dict for {spec.name} holds the same tensor twice: "
+                f"{original[hub]} and {key} (transformers 5 and hub names of {hub})")
+        renamed[hub] = tensor
+        original[hub] = key
+    uses_transformers5_names = any(hub != key for hub, key in original.items())
+
+    def source_name(name: str) -> str:
+        if name in original:
+            return original[name]
+        return _alias(name, 1, 0) if uses_transformers5_names else name
+
+    return renamed, source_name
+
+
+def _alias(key: str, source: int, target: int) -> str:
+    """``key`` with an attention name of one naming (0: transformers 5, 1: hub) put in the other."""
+    for names in _HF_ATTENTION_ALIASES:
+        if names[source] in key:
+            return key.replace(names[source], names[target], 1)
+    return key
 
 
 def _concat(parts: List[torch.Tensor]):

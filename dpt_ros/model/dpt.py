@@ -1,4 +1,4 @@
-"""The DPT network: backbone -> reassemble -> fusion -> head."""
+"""The DPT network: backbone -> reassemble -> fusion -> head (DPT and Depth Anything V2)."""
 from __future__ import annotations
 
 import torch
@@ -9,16 +9,18 @@ from .backbone import Backbone
 from .layers import DepthHead, Fusion, Reassemble, SegmentationHead
 from .variants import HYBRID, ModelSpec
 
-#: Input sides must be multiples of this (patch size 16, then one more halving in reassemble).
+#: DPT's input sides must be multiples of this (patch size 16, then one more halving in
+#: reassemble); Depth Anything V2's are multiples of its 14-pixel patch (``ModelSpec.input_multiple``).
 INPUT_MULTIPLE = 32
 
 
 class DPT(nn.Module):
     """Dense Prediction Transformer: one task network (:class:`ModelSpec`) of a variant.
 
-    ``forward(x)`` takes a normalized batch ``(B, 3, H, W)`` whose sides are multiples of 32 and
-    returns, at the same ``H, W``: relative inverse depth ``(B, H, W)``, metric depth in metres
-    ``(B, H, W)`` (float32) for the metric variants, or class logits ``(B, num_classes, H, W)``.
+    ``forward(x)`` takes a normalized batch ``(B, 3, H, W)`` whose sides are multiples of
+    ``spec.input_multiple`` (32 for DPT, 14 for Depth Anything V2) and returns, at the same
+    ``H, W``: relative inverse depth ``(B, H, W)``, metric depth in metres ``(B, H, W)`` (float32)
+    for the metric variants, or class logits ``(B, num_classes, H, W)``.
     """
 
     def __init__(self, spec: ModelSpec):
@@ -37,18 +39,22 @@ class DPT(nn.Module):
             self.head = SegmentationHead(spec.features, spec.task.num_classes, upsample=True)
             self.aux_head = SegmentationHead(spec.features, spec.task.num_classes, upsample=False)
         else:
-            self.head = DepthHead(spec.features)
+            self.head = DepthHead(spec.features, max_depth=spec.task.max_depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        if x.dim() != 4 or x.shape[1] != 3 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+        multiple = self.spec.input_multiple
+        if x.dim() != 4 or x.shape[1] != 3 or height % multiple or width % multiple:
             raise ValueError(
-                f"DPT expects a (B, 3, H, W) batch with H and W multiples of {INPUT_MULTIPLE}, "
+                f"{self.spec.variant.name} expects a (B, 3, H, W) batch with H and W multiples of {multiple}, "
                 f"got {tuple(x.shape)}"
             )
         features, grid = self.backbone(x)
-        out = self.head(self.fusion(self.reassemble(features, grid)))
-        if self.spec.is_metric:
+        fused = self.fusion(self.reassemble(features, grid))
+        if self.spec.is_segmentation:
+            return self.head(fused)
+        out = self.head(fused, size=(height, width))
+        if self.spec.task.depth_scale is not None:  # metric DPT: affine map in inverse depth
             out = relative_to_metric(out.float(), self.spec.task.depth_scale, self.spec.task.depth_shift)
         return out
 

@@ -1,9 +1,16 @@
 """The convolutional decoder of DPT: readout, reassemble, fusion and the output heads.
 
 Names follow the paper (Ranftl et al., "Vision Transformers for Dense Prediction", 2021):
-the tokens of four transformer layers are *reassembled* into image-like maps at 1/4, 1/8, 1/16
-and 1/32 of the input resolution, *fused* coarse to fine by RefineNet-style blocks, and a *head*
-turns the finest fused map (1/2 resolution) into the prediction at full resolution.
+the tokens of four transformer layers are *reassembled* into image-like maps at 4x, 2x, 1x and
+1/2x the token grid (1/4 .. 1/32 of the input for DPT's 16-pixel patches), *fused* coarse to fine
+by RefineNet-style blocks, and a *head* turns the finest fused map into the prediction at the
+input's resolution.
+
+Depth Anything V2 uses the same blocks on a 14-pixel-patch DINOv2 grid.  There the grid may be
+odd, so the stride-2 map has ``ceil(grid / 2)`` rows and doubling it overshoots: each fusion block
+upsamples to the size of the next finer map, and the depth head to the input size, instead of by
+a factor of two.  For DPT's inputs (multiples of 32) those sizes are exactly twice the map, and
+with ``align_corners=True`` bilinear interpolation to a size equals the x2 interpolation bit for bit.
 """
 from __future__ import annotations
 
@@ -117,11 +124,16 @@ class FusionBlock(nn.Module):
         self.refine_unit = ResidualConvUnit(features, batch_norm)
         self.projection = nn.Conv2d(features, features, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None,
+                size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """``size``: the output's (height, width) (the next finer map's); None doubles the input."""
         if skip is not None:
             x = x + self.skip_unit(skip)
         x = self.refine_unit(x)
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+        if size is None:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+        else:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
         return self.projection(x)
 
 
@@ -140,24 +152,38 @@ class Fusion(nn.Module):
         fused: Optional[torch.Tensor] = None
         for index in range(len(self.blocks) - 1, -1, -1):
             skip = self.input_convs[index](maps[index])
-            fused = self.blocks[index](skip) if fused is None else self.blocks[index](fused, skip)
+            # each block upsamples to the next finer map's size; the finest one doubles
+            size = tuple(maps[index - 1].shape[-2:]) if index > 0 else None
+            fused = self.blocks[index](skip, size=size) if fused is None else self.blocks[index](fused, skip, size)
         return fused
 
 
 class DepthHead(nn.Module):
-    """conv3x3 (F -> F/2), x2 bilinear upsample, conv3x3 (F/2 -> 32), ReLU, conv1x1 (32 -> 1), ReLU."""
+    """conv3x3 (F -> F/2), bilinear upsample to the input size, conv3x3 (F/2 -> 32), ReLU,
+    conv1x1 (32 -> 1), then ReLU (relative inverse depth) or, with ``max_depth``, sigmoid x
+    max_depth (Depth Anything V2's metric head: metres, computed in float32)."""
 
-    def __init__(self, features: int):
+    def __init__(self, features: int, max_depth: Optional[float] = None):
         super().__init__()
+        self.max_depth = max_depth
         self.conv1 = nn.Conv2d(features, features // 2, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(features // 2, 32, kernel_size=3, padding=1)
         self.conv3 = nn.Conv2d(32, 1, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """``size``: the output's (height, width); None doubles the input (DPT's fused map is 1/2)."""
         x = self.conv1(x)
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-        x = F.relu(self.conv2(x))
-        return F.relu(self.conv3(x)).squeeze(1)
+        if size is None:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+        else:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        x = self.conv3(F.relu(self.conv2(x))).squeeze(1)
+        if self.max_depth is None:
+            return F.relu(x)
+        return torch.sigmoid(x.float()) * self.max_depth
+
+    def extra_repr(self) -> str:
+        return "relative inverse depth" if self.max_depth is None else f"metric, max_depth={self.max_depth:g} m"
 
 
 class SegmentationHead(nn.Module):

@@ -50,7 +50,9 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                 normal(tensor, 0.2, 1.0)
             elif name in ("bias", "running_mean") or tensor.dim() <= 1:
                 normal(tensor, 0.1)
-            elif name in ("pos_embed", "cls_token"):
+            elif name in ("pos_embed", "cls_token", "position_embeddings", "mask_token"):
+                # ours, timm's and transformers' names: a weak position embedding would leave its
+                # resizing untested
                 normal(tensor, 0.5)
             else:
                 fan_in = tensor[0].numel()

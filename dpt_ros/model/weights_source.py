@@ -253,18 +253,21 @@ def _log(message: str) -> None:
 # Reading state dicts
 # --------------------------------------------------------------------------------------------
 def read_state_dict(
-    source: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+    source: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    expected_sha256_prefix: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Load a checkpoint into a ``{name: tensor}`` dict on the CPU.
 
-    ``source`` is one of: an http(s) URL (downloaded into the cache, see download_checkpoint);
+    ``source`` is one of: an http(s) URL (downloaded into the cache and verified against
+    ``expected_sha256_prefix`` or the prefix in its file name, see download_checkpoint);
     a Hugging Face hub directory (``model.safetensors``, a sharded
     ``model.safetensors.index.json``, or ``pytorch_model.bin``); a single ``.safetensors`` file;
     or an original-release ``.pt``/``.pth`` (loaded with ``weights_only=True``; a
     ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped).
     """
     if is_url(source):
-        return _read_file(download_checkpoint(str(source), cache_dir))
+        return _read_file(download_checkpoint(str(source), cache_dir, expected_sha256_prefix))
     path = Path(source).expanduser()
     if not path.exists():
         raise WeightsNotFoundError(f"weights source {str(path)!r} does not exist")
