@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,8 +51,8 @@ def parse_args(argv):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--input-size", type=int, default=None,
-                        help="network input size (multiple of 32); default: the variant's on a GPU, 256 on a CPU "
-                             "so the demo shows several frames a minute")
+                        help="network input size (a multiple of 32 for DPT, of 14 for Depth Anything V2); default: "
+                             "the variant's on a GPU, about 256 on a CPU so the demo shows several frames a minute")
     parser.add_argument("--rate", type=float, default=2.0, help="camera rate in Hz")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
@@ -79,6 +80,15 @@ def predicts_metric_depth(variant: str) -> bool:
 
     depth = VARIANTS[variant].tasks.get("depth")
     return depth is not None and depth.is_metric
+
+
+def cpu_network_size(variants: list[str], tasks: tuple[str, ...], about: int = 256) -> int:
+    """A network size near ``about`` that every model of the run takes (DPT: multiples of 32,
+    Depth Anything V2: of 14; both: of 224)."""
+    from dpt_ros.model import VARIANTS
+
+    multiple = math.lcm(*(VARIANTS[variant].tasks[task].resize.multiple for variant, task in zip(variants, tasks)))
+    return max(multiple, round(about / multiple) * multiple)
 
 
 def official_weights_reachable(variants: list[str], tasks: tuple[str, ...]) -> bool:
@@ -183,9 +193,10 @@ def main(argv=None) -> int:
         import torch
 
         on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
-        args.input_size = 256 if on_cpu else 0
+        args.input_size = cpu_network_size(variants, tasks) if on_cpu else 0
         if on_cpu:
-            print("[demo] no GPU: running at network size 256 (--input-size 0 for the variant's own size)")
+            print(f"[demo] no GPU: running at network size {args.input_size} (--input-size 0 for the variant's "
+                  "own size)")
     random_weights = args.weights == ""
     if random_weights:
         print("[demo] WARNING: --weights '': running the whole pipeline with RANDOM weights (depth and labels are "

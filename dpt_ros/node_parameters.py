@@ -44,8 +44,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "input size, the first frame of a size is slow; falls back to eager with a warning if unusable",
                   applies="reload", choices=COMPILE_MODES),
     ParameterSpec("input_size", 0,
-                  "Network input size in pixels (multiple of 32, aspect ratio kept); 0 = the variant's "
-                  "(384 depth, 480 segmentation)", applies="reload", minimum=0, maximum=4096),
+                  "Network input size in pixels, aspect ratio kept (a multiple of 32 for DPT, of 14 for Depth "
+                  "Anything V2, where it is the shorter side's lower bound); 0 = the variant's (384 DPT depth, "
+                  "480 segmentation, 518 Depth Anything V2)", applies="reload", minimum=0, maximum=4096),
     ParameterSpec("max_rate_hz", 0.0, "Most frames processed per second; 0 = as fast as possible",
                   minimum=0.0, maximum=1000.0),
     ParameterSpec("image_transport", "raw",
@@ -126,8 +127,10 @@ def validate(name: str, value) -> str | None:
         return f"{name} must be <= {spec.maximum}; got {value}"
     if name == "device" and not DEVICE_PATTERN.match(value):
         return f"device must be auto, cpu, cuda or cuda:N; got {value!r}"
-    if name == "input_size" and value % 32:
-        return f"input_size must be a multiple of 32 (or 0); got {value}"
+    if name == "input_size" and value % 32 and value % 14:
+        # Which of the two applies depends on the variant: validate_together checks that.
+        return (f"input_size must be a multiple of 32 (DPT variants) or 14 (Depth Anything V2 variants), "
+                f"or 0; got {value}")
     if name in ("model.variant", "model.segmentation_variant") and value:
         from dpt_ros.model import VARIANTS
 
@@ -144,6 +147,9 @@ def validate_together(values) -> str | None:
     """Why a set of parameter values (a mapping from name to value, all of them individually
     valid) cannot work together, or None.  Run-time changes are checked merged into the current
     values, so a change is refused when it would break a rule with a parameter it leaves alone."""
+    problem = input_size_problem(values)
+    if problem:
+        return problem
     min_depth, max_depth = values.get("alignment.min_depth"), values.get("alignment.max_depth")
     if min_depth is not None and max_depth and max_depth <= min_depth:
         return (f"alignment.max_depth ({max_depth:g}) must be above alignment.min_depth ({min_depth:g}), "
@@ -152,6 +158,34 @@ def validate_together(values) -> str | None:
     if min_inliers is not None and max_samples is not None and min_inliers > max_samples:
         return (f"alignment.fit.min_inliers ({min_inliers}) exceeds alignment.max_samples ({max_samples}): no fit "
                 "could ever be accepted")
+    return None
+
+
+def input_size_problem(values) -> str | None:
+    """Why ``input_size`` does not fit the models the values select, or None: each network takes
+    sides that are multiples of its resize rule's (32 for DPT, 14 for Depth Anything V2's patches)."""
+    size = values.get("input_size")
+    variant = values.get("model.variant")
+    if not size or not variant:
+        return None
+    from dpt_ros.model import VARIANTS
+    from dpt_ros.model_config import segmentation_variant_for
+
+    if variant not in VARIANTS:
+        return None  # validate() names an unknown variant
+    models = []
+    tasks = tasks_of(values.get("model.tasks", "depth"))
+    if "depth" in tasks and "depth" in VARIANTS[variant].tasks:
+        models.append((variant, "depth"))
+    if "segmentation" in tasks:
+        segmentation_variant = values.get("model.segmentation_variant") or segmentation_variant_for(variant)
+        if segmentation_variant in VARIANTS and "segmentation" in VARIANTS[segmentation_variant].tasks:
+            models.append((segmentation_variant, "segmentation"))
+    for name, task in models:
+        multiple = VARIANTS[name].tasks[task].resize.multiple
+        if size % multiple:
+            return (f"input_size must be a multiple of {multiple} for {name}'s {task} model (or 0 for its own "
+                    f"size); got {size}")
     return None
 
 

@@ -45,7 +45,7 @@ def test_demo_runs_a_metric_depth_anything_variant(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dpt_ros.demo_run", "--variant", "depth_anything_v2_metric_hypersim_vits",
          "--tasks", "depth", "--weights", "", "--device", "cpu", "--width", "160", "--height", "120", "--rate", "4",
-         "--input-size", "64", "--duration", "30", "--output", str(output)],
+         "--input-size", "70", "--duration", "30", "--output", str(output)],
         capture_output=True, text=True, timeout=200, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "RANDOM weights" in result.stdout and "--depth-scale" not in result.stdout
@@ -56,4 +56,13 @@ def test_demo_runs_a_metric_depth_anything_variant(tmp_path):
     assert "element vertex 19200" in header
     stats = [json.loads(line) for line in (output / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["model_variant"] == "depth_anything_v2_metric_hypersim_vits"
-    assert (stats[-1]["network_height"], stats[-1]["network_width"]) == (70, 84)  # lower bound 64, multiples of 14
+    # lower bound 70: 120x160 scales by 70/120 to 70 x 93.3, the width to the nearest multiple of 14
+    assert (stats[-1]["network_height"], stats[-1]["network_width"]) == (70, 98)
+
+
+def test_the_cpu_network_size_fits_every_model_of_the_run():
+    from dpt_ros.demo_run import cpu_network_size
+
+    assert cpu_network_size(["dpt_hybrid_nyu", "dpt_hybrid"], ("depth", "segmentation")) == 256
+    assert cpu_network_size(["depth_anything_v2_metric_hypersim_vits"], ("depth",)) == 252
+    assert cpu_network_size(["depth_anything_v2_vits", "dpt_hybrid"], ("depth", "segmentation")) == 224

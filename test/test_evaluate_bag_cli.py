@@ -151,6 +151,7 @@ def test_mirrored_flags_have_the_node_defaults():
 
 @pytest.mark.parametrize("flag,value,expected", [
     ("--input-size", "33", "--input-size must be a multiple of 32"),
+    ("--input-size", "70", "--input-size must be a multiple of 32 for dpt_tiny's depth model"),
     ("--depth-scale", "-1", "--depth-scale must be >= 0.0"),
     ("--depth-max-range", "-2", "--depth-max-range must be >= 0.0"),
     ("--segmentation-variant", "dpt_nope", "--segmentation-variant: unknown variant 'dpt_nope'"),

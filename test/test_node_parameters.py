@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("name, value, fragment", [
     ("precision", "fp64", "precision must be one of fp32, fp16, bf16"),
     ("device", "gpu", "device must be auto, cpu, cuda or cuda:N"),
-    ("input_size", 100, "multiple of 32"),
+    ("input_size", 100, "multiple of 32 (DPT variants) or 14 (Depth Anything V2 variants)"),
     ("input_size", -32, ">= 0"),
     ("cloud.stride", 0, ">= 1"),
     ("colored.alpha", 1.5, "<= 1.0"),
@@ -81,3 +81,24 @@ def test_every_string_choice_stays_a_string_when_typed_on_the_command_line():
             for value in (spec.choices or ()) + (spec.default,):
                 if value:
                     assert isinstance(yaml.safe_load(value), str), f"{spec.name}:={value} parses as non-string"
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"model.variant": "depth_anything_v2_vits", "model.tasks": "depth", "input_size": 70}, None),
+    ({"model.variant": "depth_anything_v2_vits", "model.tasks": "depth", "input_size": 64},
+     "input_size must be a multiple of 14 for depth_anything_v2_vits's depth model (or 0 for its own size); got 64"),
+    ({"model.variant": "dpt_hybrid", "model.tasks": "depth", "input_size": 70},
+     "input_size must be a multiple of 32 for dpt_hybrid's depth model (or 0 for its own size); got 70"),
+    ({"model.variant": "dpt_hybrid", "model.tasks": "both", "input_size": 384}, None),
+    # Depth Anything V2 depth with DPT labels: both networks take the size
+    ({"model.variant": "depth_anything_v2_vits", "model.tasks": "both", "model.segmentation_variant": "dpt_hybrid",
+      "input_size": 70}, "input_size must be a multiple of 32 for dpt_hybrid's segmentation model"),
+    ({"model.variant": "depth_anything_v2_vits", "model.tasks": "both", "model.segmentation_variant": "dpt_hybrid",
+      "input_size": 448}, None),
+    ({"model.variant": "depth_anything_v2_vits", "model.tasks": "segmentation",
+      "model.segmentation_variant": "dpt_hybrid", "input_size": 448}, None),
+    ({"model.variant": "depth_anything_v2_vits", "model.tasks": "depth", "input_size": 0}, None),
+])
+def test_input_size_must_fit_each_network_the_variants_select(values, problem):
+    found = params.validate_together(values)
+    assert found == problem if problem is None else problem in found

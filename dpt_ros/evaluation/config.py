@@ -232,6 +232,11 @@ def _node_parameter_problems(model: ModelConfig, pipeline: PipelineSettings):
         if problem:
             flag = FLAG_OF_NODE_PARAMETER.get(name)
             yield flag + problem[len(name):] if flag and problem.startswith(name) else problem
+    tasks = set(model.tasks)
+    values["model.tasks"] = "both" if tasks == {"depth", "segmentation"} else next(iter(tasks), "depth")
+    problem = node_parameters.input_size_problem(values)
+    if problem:
+        yield FLAG_OF_NODE_PARAMETER.get("input_size", "input_size") + problem[len("input_size"):]
 
 
 def _online_alignment_parameters(config: EvaluationConfig, tasks: tuple[str, ...]) -> dict:
