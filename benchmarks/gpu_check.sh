@@ -7,15 +7,16 @@
 #                       TIMED OUT / skipped, its time, and at the end the overall verdict
 #   tests.txt           the CUDA tests, and the host-side tests whose exactness depends on the
 #                       torch build (bilinear_argmax's emulation of the CPU kernel, staging)
-#   model.txt           benchmarks/model.py: our model against transformers' for every variant in
-#                       dpt_ros.model.VARIANTS, fp32 and bf16, eager and cuda_graph
+#   model.txt           benchmarks/model.py: our model against transformers' for one variant per
+#                       network in dpt_ros.model.VARIANTS, fp32 and bf16, eager and cuda_graph
 #   engine.txt          benchmarks/engine.py: engine (infer + host copies) and pipeline (every
-#                       output of a 640x480 frame) for every variant, fp32 and bf16, eager and
+#                       output of a 640x480 frame) for the same variants, fp32 and bf16, eager and
 #                       cuda_graph, and the 4-camera batching comparison at engine level
 #   model_compile.txt   model.py with torch_compile (cold compiles: gets what the budget leaves)
 #   engine_compile.txt  engine.py with torch_compile
 #
-# Variants come from dpt_ros.model.VARIANTS (a new one is checked without changing this script).
+# Variants come from dpt_ros.model.VARIANTS, one per backbone (a new network is checked without
+# changing this script).
 # Every step writes its table as it goes: a step stopped by the budget leaves the rows it finished.
 #
 #   benchmarks/gpu_check.sh OUT_DIR [--device cuda|cpu] [--quick] [--budget-s SECONDS] [--with-compile] [--json]
@@ -139,7 +140,18 @@ if [ "$QUICK" = 1 ]; then
   MODEL_RUNS=(--quick)
   ENGINE_RUNS=(--quick --cameras 2)
 else
-  VARIANTS=all
+  # One variant per network (the metric fine-tunings run their relative twin's network and only
+  # cost budget): DPT-Large, -Hybrid, -Base and Depth Anything V2 S/B/L today.
+  VARIANTS=$("$PY" - <<'EOF'
+from dpt_ros.model import VARIANTS
+backbones, names = set(), []
+for name, spec in VARIANTS.items():
+    if not name.endswith("_tiny") and spec.backbone not in backbones:
+        backbones.add(spec.backbone)
+        names.append(name)
+print(",".join(names))
+EOF
+) || die "cannot list the variants with $PY"
   PRECISIONS=fp32,bf16
   MODEL_RUNS=(--runs 30 --warmup 5)
   ENGINE_RUNS=(--runs 30 --warmup 5 --cameras 4)
