@@ -22,7 +22,10 @@ STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 case "$1" in
   -c) exit 0 ;;
-  -) cat > /dev/null; echo "# python stand-in"; exit 0 ;;
+  -) case "$(cat)" in
+       *backbones*) echo "dpt_large,depth_anything_v2_vits" ;;  # the variant list of a full check
+       *) echo "# python stand-in" ;;
+     esac; exit 0 ;;
   -m) echo "pytest stand-in: $*"; exit "${PYTEST_RC:-0}" ;;
   benchmarks/model.py) echo "model stand-in"; exit "${MODEL_RC:-0}" ;;
   benchmarks/engine.py) echo "engine stand-in"; exit 0 ;;
@@ -110,8 +113,8 @@ def test_full_check_covers_every_variant_precision_and_mode(tmp_path, stand_in):
     recorded = [line for line in calls.read_text().splitlines() if line.startswith("benchmarks/")]
     assert [line.split()[0] for line in recorded] == ["benchmarks/model.py", "benchmarks/engine.py",
                                                      "benchmarks/model.py", "benchmarks/engine.py"]
-    for line in recorded:  # the variant list is the model registry's, resolved by the benchmarks
-        assert "--variants all --precisions fp32,bf16" in line and "--json" in line
+    for line in recorded:  # the variant list the interpreter printed (one per network, below)
+        assert "--variants dpt_large,depth_anything_v2_vits --precisions fp32,bf16" in line and "--json" in line
     assert "--compile eager,cuda_graph" in recorded[0] and "--compile eager,cuda_graph" in recorded[1]
     assert "--compile torch_compile" in recorded[2] and "--compile torch_compile" in recorded[3]
     assert "--cameras 4" in recorded[1] and recorded[3].rstrip().split("--cameras")[-1].split()[0] == "0"
@@ -126,3 +129,18 @@ def test_a_failing_step_fails_the_check_and_the_others_still_run(tmp_path, stand
     assert "FAILED (exit 1; see model.txt)" in summary
     assert any(line.startswith("engine ") and line.rstrip().endswith("ok") for line in summary.splitlines())
     assert summary.rstrip().endswith(f"FAILED; tables in {out}")
+
+
+def test_the_full_check_takes_one_variant_per_network_from_the_registry():
+    """The script's own variant listing, run by this interpreter: every backbone of the registry
+    once (the metric fine-tunings share their relative twin's), the test-only tiny ones left out."""
+    from dpt_ros.model import VARIANTS
+
+    script = SCRIPT.read_text()
+    listing = script[script.index("VARIANTS=$(\"$PY\" - <<'EOF'\n") :].split("\n", 1)[1].split("\nEOF\n")[0]
+    printed = subprocess.run(["python", "-"], input=listing, capture_output=True, text=True, check=True,
+                             env=dict(os.environ, PYTHONPATH=str(REPO))).stdout.strip().split(",")
+    assert printed == ["dpt_large", "dpt_hybrid", "dpt_base", "depth_anything_v2_vits", "depth_anything_v2_vitb",
+                       "depth_anything_v2_vitl"]
+    backbones = {spec.backbone for name, spec in VARIANTS.items() if not name.endswith("_tiny")}
+    assert len({VARIANTS[name].backbone for name in printed}) == len(printed) == len(backbones)
