@@ -333,3 +333,26 @@ def test_depth_anything_without_a_segmentation_model_is_refused_before_the_model
     assert code == 2, err
     assert err == ["evaluate_bag: error: no segmentation model shares depth_anything_v2_vits's backbone: give one "
                    "with --segmentation-variant (e.g. dpt_hybrid), or --tasks depth"], err
+
+
+def test_online_alignment_of_a_metric_depth_anything_variant(tmp_path, capsys):
+    """evaluate_bag --variant depth_anything_v2_metric_hypersim_vits --simulate-sparse: the real ViT-S
+    network (random weights, a small lower-bound size) is scored as it is (metres from its own
+    head) and aligned online, as dpt_node's alignment.* would align it."""
+    frames = 3
+    bag = write_bag(tmp_path / "in", "sqlite3", frames)
+    code, err = run_cli(capsys, bag, "--image-topic", IMAGE_TOPIC,
+                        "--variant", "depth_anything_v2_metric_hypersim_vits", "--weights", "", "--allow-random-weights", "--device", "cpu", "--input-size", "70",
+                        "--no-progress", "--gt-depth-topic", "/gt/depth", "--camera-info-topic", "/camera/camera_info",
+                        "--simulate-sparse", "lidar:12,noise=0.01", "--align-timeout", "0",
+                        "--output-bag", tmp_path / "out", "--report-dir", tmp_path / "report")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["configuration"]["preset"] == "hypersim" and report["configuration"]["max_depth"] == 20.0
+    rows = report["depth_rows"]
+    assert list(rows) == ["online", "oracle", "none"]
+    assert rows["none"]["metric"] is True and rows["none"]["frames"] == frames
+    online = rows["online"]
+    assert online["frames"] + sum(online["unscored_frames"].values()) == frames
+    messages, _ = read_bag(tmp_path / "out")
+    assert len(messages["/dpt/depth/alignment"]) == frames
