@@ -5,7 +5,7 @@ weights=None, seed=...)``: every tensor randomized, outputs of order one), expor
 ``to_hf_state_dict`` and loaded strictly into ``DPTForDepthEstimation`` /
 ``DPTForSemanticSegmentation`` configured by the parity tests' ``hf_config_kwargs``; a Depth
 Anything V2 variant is compared with ``DepthAnythingForDepthEstimation``, loaded with
-``from_pretrained`` from our export written as a hub directory (``dpt_ros.model.testing.
+``from_pretrained`` from our export written as a hub directory (``test/support/transformers_reference.
 transformers_depth_anything``), at its own network size 518 by default (there transformers and the
 reference resize the position embedding alike).  Both run
 the same input on the same device, under the same ``torch.autocast`` for fp16 / bf16 (weights
@@ -233,7 +233,10 @@ def depth_anything_reference(ours, hf_attention: str):
     from_pretrained picks)."""
     import tempfile
 
-    from dpt_ros.model.testing import transformers_depth_anything
+    test_dir = str(REPO / "test")
+    if test_dir not in sys.path:
+        sys.path.append(test_dir)
+    from support.transformers_reference import transformers_depth_anything
 
     with tempfile.TemporaryDirectory(prefix="dpt_ros_bench_") as directory:
         theirs = transformers_depth_anything(ours, directory)

@@ -32,9 +32,10 @@ from dpt_ros.model import (
     to_original_state_dict,
 )
 from dpt_ros.model.backbone import resize_pos_embed_dinov2
-from dpt_ros.model.testing import depth_anything_hf_config, tiny_depth_anything, transformers_depth_anything
+from dpt_ros.model.testing import tiny_depth_anything
 from dpt_ros.model.variants import DINOV2
 from dpt_ros.resize_rules import DEPTH_ANYTHING_RESIZE, network_size
+from support.transformers_reference import depth_anything_hf_config, transformers_depth_anything
 
 TOLERANCE = 1e-5  # max |ours - transformers| / max |transformers|
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
