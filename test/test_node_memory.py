@@ -1,8 +1,8 @@
 """A long run does not grow dpt_node's memory (DESIGN: "no growth over long runs").
 
 The node serves 320x240 frames with every output subscribed (the cloud alone is 1.5 MB a frame),
-one frame at a time; its resident set after 150 more frames must stay within a few frames' worth
-of what it was after the warm-up.  Holding on to one output per frame - a cloud, a depth image, a
+one frame at a time; after the warm-up, its resident set must not grow by more than a few frames'
+worth in a typical (the median) one of three consecutive windows of 150 frames.  Holding on to one output per frame - a cloud, a depth image, a
 device tensor kept for the cloud - would add 0.3-1.5 MB a frame, i.e. 45-225 MB here.
 """
 from __future__ import annotations
@@ -20,6 +20,12 @@ WARMUP_FRAMES, MEASURED_FRAMES = 40, 150
 # Allocator noise (glibc arenas, DDS history, torch caches) is a few MB; a per-frame leak of even the
 # smallest output (the 0.3 MB depth image) would exceed this by 150 frames.
 ALLOWED_GROWTH_MB = 24.0
+# glibc also grows the heap in occasional steps of 7-29 MB (a thread's new arena, fragmentation)
+# and then stays flat: measured here, +25 MB in one 100-frame window then +1.7 MB over 700 frames,
+# or +1.6 MB over 2000 frames.  A leak grows in every window but may first fill heap the allocator
+# already holds (a leaked 0.3 MB depth image per frame: +20, +45, +45 MB per window), a step lifts
+# one window: the median growth of three consecutive windows is checked.
+WINDOWS = 3
 OUTPUTS = ("depth/image", "depth/relative", "depth/colored", "segmentation/labels", "segmentation/colored",
            "points")
 
@@ -90,14 +96,16 @@ def test_resident_memory_is_flat_over_a_long_run(tmp_path):
             harness.clear()  # the test's own copies of the outputs are not the node's memory
 
         run_frames(0, WARMUP_FRAMES)
-        after_warmup = resident_mb(process.pid)
-        run_frames(WARMUP_FRAMES, MEASURED_FRAMES)
-        after_run = resident_mb(process.pid)
+        resident = [resident_mb(process.pid)]
+        for window in range(WINDOWS):
+            run_frames(WARMUP_FRAMES + window * MEASURED_FRAMES, MEASURED_FRAMES)
+            resident.append(resident_mb(process.pid))
         assert process.poll() is None, log.read_text()
-        print(f"\ndpt_node RSS after {WARMUP_FRAMES} frames {after_warmup:.1f} MB, after {MEASURED_FRAMES} more "
-              f"{after_run:.1f} MB")
-        assert after_run - after_warmup <= ALLOWED_GROWTH_MB, (
-            f"RSS grew {after_run - after_warmup:.1f} MB over {MEASURED_FRAMES} frames")
+        growth = [after - before for before, after in zip(resident, resident[1:])]
+        print(f"\ndpt_node RSS after {WARMUP_FRAMES} frames, then every {MEASURED_FRAMES} more: "
+              + ", ".join(f"{mb:.1f}" for mb in resident) + " MB")
+        assert sorted(growth)[WINDOWS // 2] <= ALLOWED_GROWTH_MB, (
+            f"RSS grew {', '.join(f'{mb:.1f}' for mb in growth)} MB in consecutive windows of {MEASURED_FRAMES} frames")
     finally:
         code = stop(process)
         harness.close()
