@@ -67,6 +67,11 @@ def printed(process_output):
     return "\n".join(f"--- {name}\n{text}" for name, text in sorted(process_output.items()))
 
 
+def node_output(process_output) -> str:
+    """What the dpt_node process(es) of the launch printed so far."""
+    return "".join(text for name, text in process_output.items() if name.startswith("dpt_node"))
+
+
 class Observer:
     """A node of the test's own, in its own context, spun by hand while waiting."""
 
@@ -185,9 +190,8 @@ def test_readme_demo_example_works_verbatim(process_output, observer):
     names = set(process_output)
     assert any(name.startswith("dpt_node") for name in names), printed(process_output)
     assert any(name.startswith("demo_camera") for name in names), printed(process_output)
-    node_output = "".join(text for name, text in process_output.items() if name.startswith("dpt_node"))
     # The demo camera publishes camera_info before the image: every frame pairs without a warning.
-    assert "no camera_info" not in node_output, printed(process_output)
+    assert "no camera_info" not in node_output(process_output), printed(process_output)
     assert_no_traceback(process_output)
 
 
@@ -204,16 +208,13 @@ def kitti_launch(process_output):
 def test_readme_kitti_example_without_weights_ends_the_launch_with_one_error(process_output, launch_service):
     """Here (no downloadable checkpoint, no GPU) dpt_node must fail with one error line, and the whole
     launch must end with it (the launch file's on_exit=Shutdown)."""
-    def node_output():
-        return "".join(text for name, text in process_output.items() if name.startswith("dpt_node"))
-
     deadline = time.monotonic() + TIMEOUT_S
-    while "ERROR" not in node_output() and time.monotonic() < deadline:
+    while "ERROR" not in node_output(process_output) and time.monotonic() < deadline:
         time.sleep(0.2)
     while not launch_service.task.done() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert launch_service.task.done(), f"the launch did not end with dpt_node\n{printed(process_output)}"
-    errors = [line for line in node_output().splitlines() if "ERROR" in line]
+    errors = [line for line in node_output(process_output).splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "dpt_hybrid_kitti" in errors[0], printed(process_output)
     assert_no_traceback(process_output)
 

@@ -109,10 +109,7 @@ def rig(tmp_path_factory):
     rig = Rig(harness, processes, logs)
     try:
         for ns, process in processes.items():
-            image_pub = rig.publishers[ns]["image"]
-            harness.wait_for(lambda: image_pub.get_subscription_count() > 0 or process.poll() is not None, 120,
-                             f"{ns}/dpt_node to subscribe to image")
-            assert process.poll() is None, f"dpt_node exited:\n{logs[ns].read_text()}"
+            harness.wait_for_node(process, logs[ns], rig.publishers[ns]["image"])
             harness.wait_for_subscribers(rig.publishers[ns]["sparse"])
         yield rig
     finally:

@@ -26,9 +26,7 @@ def test_compressed_input_and_corrupt_jpeg(tmp_path):
         harness.subscribe(InferenceStats, "/cmp/dpt_node/stats")
         # image_transport naming: the remapped base topic + /compressed.
         publisher = harness.publisher(CompressedImage, "/cmp/camera/color/compressed")
-        harness.wait_for(lambda: publisher.get_subscription_count() > 0 or process.poll() is not None, 120,
-                         "dpt_node to subscribe to camera/color/compressed")
-        assert process.poll() is None, log.read_text()
+        harness.wait_for_node(process, log, publisher)
 
         bgr = np.zeros((48, 64, 3), np.uint8)
         bgr[:, :32] = (0, 0, 255)

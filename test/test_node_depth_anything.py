@@ -49,9 +49,7 @@ def rig(tmp_path_factory):
     harness.info_pub = harness.publisher(CameraInfo, topic("camera_info"))
     harness.process, harness.log = process, log
     try:
-        harness.wait_for(lambda: harness.image_pub.get_subscription_count() > 0 or process.poll() is not None,
-                         180, "dpt_node to subscribe to image")
-        assert process.poll() is None, f"dpt_node exited:\n{log.read_text()}"
+        harness.wait_for_node(process, log, harness.image_pub, timeout=180)
         harness.wait_for_subscribers(harness.info_pub)
         yield harness
     finally:
@@ -61,9 +59,7 @@ def rig(tmp_path_factory):
 
 
 def by_stamp(rig, name: str, stamp_sec: int):
-    rig.wait_for(lambda: any(m.header.stamp.sec == stamp_sec for m in rig.messages(topic(name))), 120,
-                 f"{name} for frame {stamp_sec}")
-    return next(m for m in rig.messages(topic(name)) if m.header.stamp.sec == stamp_sec)
+    return rig.stamped(topic(name), stamp_sec, timeout=120)
 
 
 def test_metric_depth_anything_publishes_metres_and_a_cloud_without_scale_parameters(rig):

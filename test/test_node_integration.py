@@ -53,9 +53,7 @@ def rig(tmp_path_factory):
     harness.info_pub = harness.publisher(CameraInfo, topic("camera_info"))
     harness.process, harness.log = process, log
     try:
-        harness.wait_for(lambda: harness.image_pub.get_subscription_count() > 0 or process.poll() is not None,
-                         120, "dpt_node to subscribe to image")
-        assert process.poll() is None, f"dpt_node exited:\n{log.read_text()}"
+        harness.wait_for_node(process, log, harness.image_pub)
         yield harness
     finally:
         code = stop(process)
@@ -74,14 +72,11 @@ def stats(rig):
 
 
 def wait_processed(rig, stamp_sec: int, timeout: float = 60.0):
-    rig.wait_for(lambda: any(m.header.stamp.sec == stamp_sec for m in stats(rig)), timeout,
-                 f"stats for frame {stamp_sec}")
+    rig.stamped(topic("dpt_node/stats"), stamp_sec, timeout)
 
 
 def by_stamp(rig, name: str, stamp_sec: int):
-    rig.wait_for(lambda: any(m.header.stamp.sec == stamp_sec for m in rig.messages(topic(name))), 30,
-                 f"{name} for frame {stamp_sec}")
-    return next(m for m in rig.messages(topic(name)) if m.header.stamp.sec == stamp_sec)
+    return rig.stamped(topic(name), stamp_sec)
 
 
 def test_every_output_has_the_input_stamp_frame_and_size(rig):

@@ -77,9 +77,7 @@ def test_resident_memory_is_flat_over_a_long_run(tmp_path):
         harness.subscribe(InferenceStats, f"{NAMESPACE}/dpt_node/stats")
         image_pub = harness.publisher(Image, f"{NAMESPACE}/image")
         info_pub = harness.publisher(CameraInfo, f"{NAMESPACE}/camera_info")
-        harness.wait_for(lambda: image_pub.get_subscription_count() > 0 or process.poll() is not None, 120,
-                         "dpt_node to subscribe")
-        assert process.poll() is None, log.read_text()
+        harness.wait_for_node(process, log, image_pub)
         time.sleep(1.0)  # let the node see every output subscriber before the first frame
 
         def run_frames(first: int, count: int) -> None:
@@ -87,9 +85,7 @@ def test_resident_memory_is_flat_over_a_long_run(tmp_path):
                 image, info = messages_for(seq)
                 info_pub.publish(info)
                 image_pub.publish(image)
-                harness.wait_for(lambda s=seq: any(m.header.stamp.sec == 2000 + s
-                                                   for m in harness.messages(f"{NAMESPACE}/dpt_node/stats")),
-                                 30, f"frame {seq}")
+                harness.stamped(f"{NAMESPACE}/dpt_node/stats", 2000 + seq)
             # every output was really computed and sent (an unsubscribed output is never made)
             harness.wait_for(lambda: all(harness.messages(f"{NAMESPACE}/{name}") for name in OUTPUTS), 30,
                              "every output")

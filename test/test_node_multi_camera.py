@@ -32,9 +32,7 @@ def test_two_cameras_are_served_and_batched(tmp_path):
             publishers[camera] = (harness.publisher(Image, f"/multi/{camera}/image"),
                                   harness.publisher(CameraInfo, f"/multi/{camera}/camera_info"))
         for image_pub, _ in publishers.values():
-            harness.wait_for(lambda: image_pub.get_subscription_count() > 0 or process.poll() is not None, 120,
-                             "dpt_node subscriptions")
-        assert process.poll() is None, log.read_text()
+            harness.wait_for_node(process, log, image_pub)
 
         # Both cameras publish "at the same time"; the rate limit holds the worker between batches,
         # so frames of both cameras are pending together when it takes them.

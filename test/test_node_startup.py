@@ -76,9 +76,7 @@ def test_a_signal_while_frames_are_in_flight_exits_cleanly_within_two_seconds(tm
         harness.subscribe(Image, "/sig/depth/image")
         images = harness.publisher(Image, "/sig/image")
         infos = harness.publisher(CameraInfo, "/sig/camera_info")
-        harness.wait_for(lambda: images.get_subscription_count() > 0 or process.poll() is not None, 120,
-                         "dpt_node to subscribe")
-        assert process.poll() is None, log.read_text()
+        harness.wait_for_node(process, log, images)
         seq = 0
         while not harness.messages("/sig/depth/image") and seq < 600:
             infos.publish(make_camera_info(seq))

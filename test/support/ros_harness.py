@@ -103,6 +103,25 @@ class Harness:
             time.sleep(0.05)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
+    def wait_for_node(self, process, log: Path, publisher, timeout: float = 120.0) -> None:
+        """Wait until ``process`` (a started dpt_node) subscribes to ``publisher``'s topic; fail with
+        its log if it exits first (a model that cannot load, a bad parameter)."""
+        self.wait_for(lambda: publisher.get_subscription_count() > 0 or process.poll() is not None, timeout,
+                      f"dpt_node to subscribe to {publisher.topic_name}")
+        assert process.poll() is None, f"dpt_node exited:\n{log.read_text()}"
+
+    def stamped(self, topic: str, stamp_sec: int, timeout: float = 30.0):
+        """The first message received on ``topic`` whose header stamp is ``stamp_sec`` seconds,
+        waiting up to ``timeout`` for it."""
+        found = []
+
+        def arrived() -> bool:
+            found[:] = [m for m in self.messages(topic) if m.header.stamp.sec == stamp_sec][:1]
+            return bool(found)
+
+        self.wait_for(arrived, timeout, f"{topic} for frame {stamp_sec}")
+        return found[0]
+
     def wait_for_subscribers(self, publisher, count: int = 1, timeout: float = 30.0) -> None:
         self.wait_for(lambda: publisher.get_subscription_count() >= count, timeout,
                       f"{count} subscriber(s) on {publisher.topic_name}")
